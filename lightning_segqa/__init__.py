@@ -1,0 +1,3 @@
+"""lightning-segqa: find the wrong masks in a segmentation dataset while you train."""
+
+__version__ = "0.1.0"
