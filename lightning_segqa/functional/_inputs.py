@@ -1,0 +1,166 @@
+"""Input checking and conversion shared by every score.
+
+Every score takes ``preds`` of shape ``(B, K, *spatial)`` (probabilities or logits) and
+``target`` of shape ``(B, *spatial)`` (integer class ids). This module turns them into
+float probabilities, a target whose ignored pixels are mapped to class 0, and a boolean
+``valid`` mask, after checking shapes, dtypes and values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+InputFormat = Literal["auto", "probs", "logits"]
+_FORMATS = ("auto", "probs", "logits")
+_PROB_SUM_TOL = 1e-3
+
+
+@dataclass(frozen=True)
+class PreparedInputs:
+    """Checked inputs of one batch.
+
+    Attributes:
+        probs: ``(B, K, *spatial)`` probabilities in float32 (float64 kept as is).
+        target: ``(B, *spatial)`` int64 class ids; ignored pixels hold 0.
+        valid: ``(B, *spatial)`` bool, False at ignored pixels.
+    """
+
+    probs: Tensor
+    target: Tensor
+    valid: Tensor
+
+
+def check_format(input_format: str) -> None:
+    """Raise if ``input_format`` is not one of ``auto``, ``probs``, ``logits``."""
+    if input_format not in _FORMATS:
+        raise ValueError(f"`input_format` must be one of {_FORMATS}, got {input_format!r}.")
+
+
+def _check_shapes(preds: Tensor, target: Tensor, num_classes: int | None) -> None:
+    if not isinstance(preds, Tensor):
+        raise TypeError(f"`preds` must be a torch.Tensor, got {type(preds).__name__}.")
+    if not isinstance(target, Tensor):
+        raise TypeError(f"`target` must be a torch.Tensor, got {type(target).__name__}.")
+    if not preds.is_floating_point():
+        raise TypeError(
+            f"`preds` must be a floating point tensor of probabilities or logits, got {preds.dtype}."
+        )
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        raise TypeError(
+            f"`target` must be an integer tensor of class ids, got {target.dtype}. "
+            "Convert it with `target.long()` if it holds whole numbers."
+        )
+    if preds.ndim < 3:
+        raise ValueError(
+            "`preds` must have shape (B, K, *spatial) with at least one spatial dimension, "
+            f"got shape {tuple(preds.shape)}."
+        )
+    if target.shape != preds.shape[:1] + preds.shape[2:]:
+        raise ValueError(
+            f"`target` must have shape (B, *spatial) = {tuple(preds.shape[:1] + preds.shape[2:])} "
+            f"to match `preds` {tuple(preds.shape)}, got {tuple(target.shape)}."
+        )
+    if num_classes is not None and preds.shape[1] != num_classes:
+        raise ValueError(
+            f"`preds` must have num_classes={num_classes} channels in dimension 1, "
+            f"got {preds.shape[1]} (shape {tuple(preds.shape)})."
+        )
+    if preds.shape[1] < 2:
+        raise ValueError(f"`preds` needs at least 2 classes in dimension 1, got {preds.shape[1]}.")
+
+
+def prepare_inputs(
+    preds: Tensor,
+    target: Tensor,
+    *,
+    num_classes: int | None = None,
+    ignore_index: int | None = None,
+    input_format: str = "auto",
+    validate_args: bool = True,
+) -> PreparedInputs:
+    """Check ``preds`` and ``target`` and convert them to probabilities and a valid mask.
+
+    Args:
+        preds: ``(B, K, *spatial)`` probabilities or logits; float16/bfloat16 are upcast to
+            float32.
+        target: ``(B, *spatial)`` integer class ids.
+        num_classes: expected ``K``; taken from ``preds`` when None.
+        ignore_index: class id excluded from every score.
+        input_format: ``"probs"``, ``"logits"`` (softmax applied) or ``"auto"``: probabilities
+            when every value lies in [0, 1] and each pixel sums to 1 (within 1e-3), else logits.
+        validate_args: check values (NaN/Inf, label range, negative probabilities). Costs one
+            device synchronisation per call; shapes and dtypes are always checked.
+
+    Returns:
+        The prepared inputs.
+
+    Raises:
+        TypeError: wrong dtypes.
+        ValueError: wrong shapes, non-finite values, labels out of range, invalid probabilities.
+
+    Examples:
+        >>> import torch
+        >>> logits = torch.zeros(1, 3, 2, 2)
+        >>> p = prepare_inputs(logits + 5, torch.tensor([[[0, 1], [2, 255]]]), ignore_index=255)
+        >>> p.probs[0, :, 0, 0]
+        tensor([0.3333, 0.3333, 0.3333])
+        >>> p.valid
+        tensor([[[ True,  True],
+                 [ True, False]]])
+    """
+    check_format(input_format)
+    _check_shapes(preds, target, num_classes)
+    k = preds.shape[1]
+    if preds.dtype in (torch.float16, torch.bfloat16):
+        preds = preds.float()
+    target = target.long()
+    valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+    fmt = input_format
+    if validate_args or fmt == "auto":
+        fmt = _validate_values(preds, target, valid, k, ignore_index, fmt, validate_args)
+    probs = preds.softmax(dim=1) if fmt == "logits" else preds
+    safe_target = torch.where(valid, target, torch.zeros_like(target))
+    return PreparedInputs(probs=probs, target=safe_target, valid=valid)
+
+
+def _validate_values(
+    preds: Tensor,
+    target: Tensor,
+    valid: Tensor,
+    k: int,
+    ignore_index: int | None,
+    fmt: str,
+    validate_args: bool,
+) -> str:
+    """Check values with a single host synchronisation and resolve ``auto``."""
+    stats = [preds.amin(), preds.amax(), (preds.sum(dim=1) - 1).abs().amax()]
+    stats.append((~torch.isfinite(preds)).sum().to(preds.dtype))
+    labels = target[valid]
+    if labels.numel():
+        stats += [labels.amin().to(preds.dtype), labels.amax().to(preds.dtype)]
+    else:
+        stats += [torch.zeros((), dtype=preds.dtype, device=preds.device)] * 2
+    pmin, pmax, sum_err, n_bad, lmin, lmax = torch.stack(stats).tolist()
+    if n_bad:
+        raise ValueError(f"`preds` contains {int(n_bad)} NaN or infinite values.")
+    if validate_args and (lmin < 0 or lmax >= k):
+        bad = lmin if lmin < 0 else lmax
+        hint = "" if ignore_index is not None else " Set `ignore_index` if it marks pixels to skip."
+        raise ValueError(
+            f"`target` holds class id {int(bad)}, outside [0, {k}) for num_classes={k} "
+            f"(ignore_index={ignore_index}).{hint}"
+        )
+    looks_like_probs = pmin >= 0 and pmax <= 1 and sum_err <= _PROB_SUM_TOL
+    if fmt == "auto":
+        return "probs" if looks_like_probs else "logits"
+    if fmt == "probs" and validate_args and not looks_like_probs:
+        raise ValueError(
+            "`preds` were declared probabilities (input_format='probs') but hold values in "
+            f"[{pmin:.4g}, {pmax:.4g}] with per-pixel sums off 1 by up to {sum_err:.3g}; "
+            "pass input_format='logits' to apply a softmax."
+        )
+    return fmt

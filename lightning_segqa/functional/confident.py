@@ -1,0 +1,263 @@
+"""Pixel-level confident learning and the Confident Learning Counts score (paper section 3.5).
+
+Every pixel (at the working resolution, after :func:`~.pooling.downsample`) is one example
+of a classification problem. We reproduce what
+``cleanlab.segmentation.filter.find_label_issues`` flags:
+
+1. Per-class confident thresholds ``t_k`` = mean of ``p_k`` over pixels annotated ``k``
+   (clipped below at ``2e-6``).
+2. The number of issues ``M`` = pixels whose predicted class ``c = argmax p`` differs from
+   the annotation and whose ``p_c >= t_c - 1e-6`` (cleanlab's prune count).
+3. The ``M`` pixels with the lowest self-confidence ``s_ij`` (probability of the annotated
+   class) are issues, except those whose argmax equals the annotation.
+
+Ties at the ``M``-th lowest ``s`` are all kept (cleanlab's ``argsort`` picks arbitrarily), so
+results never depend on the order of batches.
+
+Streaming state (what :class:`~lightning_segqa.LabelQuality` keeps):
+
+* per image: ``K`` float64 sums and ``K`` counts for the thresholds, ``K`` int32 counts of
+  mispredicted pixels per predicted class, one int32 count of low-confidence pixels;
+* per mispredicted pixel: ``s`` and ``p_max`` (float32, 8 bytes);
+* per correctly predicted pixel with ``s <= 0.5``: ``s`` (4 bytes); all other pixels: nothing.
+
+So at most 8 bytes per pixel of the working resolution, and usually far less (only the
+pixels a model gets wrong or nearly wrong are kept). cleanlab keeps the full ``K``
+probabilities per pixel plus its scores.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs
+from lightning_segqa.functional.pooling import downsample as _downsample
+
+THRESHOLD_LOWER_BOUND = 2e-6
+COMPARISON_EPS = 1e-6
+
+
+@dataclass
+class ConfidentStats:
+    """What one batch contributes to dataset-level confident learning (see module docstring).
+
+    Attributes:
+        class_sums: ``(B, K)`` float64 sums of ``p_k`` over pixels annotated ``k``.
+        class_counts: ``(B, K)`` int32 pixels annotated ``k``.
+        mis_counts: ``(B, K)`` int32 mispredicted pixels per predicted class.
+        mis_s: ``(M,)`` float32 ``s`` of mispredicted pixels, grouped by image then class.
+        mis_pmax: ``(M,)`` float32 ``p_max`` of the same pixels.
+        low_counts: ``(B,)`` int32 correctly predicted pixels with ``s <= 0.5``.
+        low_s: ``(L,)`` float32 their ``s``, grouped by image.
+        num_valid: ``(B,)`` valid pixels per image at the working resolution.
+    """
+
+    class_sums: Tensor
+    class_counts: Tensor
+    mis_counts: Tensor
+    mis_s: Tensor
+    mis_pmax: Tensor
+    low_counts: Tensor
+    low_s: Tensor
+    num_valid: Tensor
+
+
+def confident_stats(prepared: PreparedInputs) -> ConfidentStats:
+    """Collect one batch's confident-learning statistics at its (working) resolution.
+
+    Examples:
+        >>> import torch
+        >>> p = prepare_inputs(torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]]), torch.tensor([[[0, 0]]]))
+        >>> st = confident_stats(p)
+        >>> st.mis_s.tolist(), st.mis_counts.tolist()
+        ([0.20000000298023224], [[0, 1]])
+    """
+    probs, target, valid = prepared.probs, prepared.target, prepared.valid
+    b, k = probs.shape[:2]
+    probs = probs.reshape(b, k, -1)
+    target, valid = target.reshape(b, -1), valid.reshape(b, -1)
+    pmax, pred = probs.max(dim=1)
+    s = probs.gather(1, target.unsqueeze(1)).squeeze(1)
+    img = torch.arange(b, device=probs.device).view(b, 1).expand_as(target)
+    code = (img * k + target)[valid]
+    class_sums = torch.zeros(b * k, dtype=torch.float64, device=probs.device)
+    class_sums.index_add_(0, code, s[valid].double())
+    class_counts = torch.bincount(code, minlength=b * k).view(b, k).int()
+    mis = valid & (pred != target)
+    mis_code = (img * k + pred)[mis]
+    order = torch.argsort(mis_code, stable=True)
+    low = valid & (pred == target) & (s <= 0.5)
+    return ConfidentStats(
+        class_sums=class_sums.view(b, k),
+        class_counts=class_counts,
+        mis_counts=torch.bincount(mis_code, minlength=b * k).view(b, k).int(),
+        mis_s=s[mis][order].float(),
+        mis_pmax=pmax[mis][order].float(),
+        low_counts=low.sum(-1).int(),
+        low_s=s[low].float(),
+        num_valid=valid.sum(-1),
+    )
+
+
+def confident_cutoff(
+    class_sums: Tensor,
+    class_counts: Tensor,
+    mis_counts: Tensor,
+    mis_s: Tensor,
+    mis_pmax: Tensor,
+    low_s: Tensor,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Dataset-level step: thresholds, number of issues and the ``s`` cutoff.
+
+    Args:
+        class_sums: ``(N, K)`` per-image sums (or already summed ``(K,)``).
+        class_counts: same shape, counts.
+        mis_counts: ``(N, K)`` mispredicted pixels per image and predicted class.
+        mis_s: ``(M,)`` in the order given by ``mis_counts`` (image-major, class-minor).
+        mis_pmax: ``(M,)``.
+        low_s: ``(L,)``.
+
+    Returns:
+        ``(thresholds (K,) float64, num_issues () int64, cutoff () float32)``. Pixels whose
+        argmax differs from the annotation and whose ``s <= cutoff`` are issues; ``cutoff`` is
+        ``-inf`` when there are none.
+
+    Examples:
+        >>> import torch
+        >>> t, m, c = confident_cutoff(torch.tensor([[0.9, 0.0]]).double(), torch.tensor([[2, 0]]),
+        ...     torch.tensor([[0, 1]]), torch.tensor([0.2]), torch.tensor([0.8]), torch.tensor([]))
+        >>> m.item(), round(c.item(), 4)
+        (1, 0.2)
+    """
+    k = class_sums.shape[-1]
+    sums = class_sums.reshape(-1, k).sum(0)
+    counts = class_counts.reshape(-1, k).sum(0).double()
+    thresholds = (sums / counts.clamp_min(1)).clamp_min(THRESHOLD_LOWER_BOUND)
+    pred_class = torch.repeat_interleave(
+        torch.arange(k, device=mis_s.device).repeat(mis_counts.reshape(-1, k).shape[0]),
+        mis_counts.reshape(-1).long(),
+    )
+    confident = mis_pmax.double() >= (thresholds - COMPARISON_EPS)[pred_class]
+    num_issues = confident.sum()
+    candidates = torch.cat([mis_s, low_s])
+    if int(num_issues) == 0:
+        return thresholds, num_issues, torch.tensor(float("-inf"), device=mis_s.device)
+    cutoff = torch.kthvalue(candidates, int(num_issues)).values
+    return thresholds, num_issues, cutoff
+
+
+def issue_counts_per_image(mis_counts: Tensor, mis_s: Tensor, cutoff: Tensor) -> Tensor:
+    """Flagged pixels per image: mispredicted pixels with ``s <= cutoff``.
+
+    Examples:
+        >>> issue_counts_per_image(torch.tensor([[0, 1], [2, 0]]), torch.tensor([0.2, 0.1, 0.7]),
+        ...                        torch.tensor(0.3))
+        tensor([1, 1])
+    """
+    per_image = mis_counts.reshape(mis_counts.shape[0], -1).sum(-1).long()
+    img = torch.repeat_interleave(torch.arange(per_image.numel(), device=mis_s.device), per_image)
+    flagged = (mis_s <= cutoff).long()
+    return torch.zeros_like(per_image).index_add_(0, img, flagged)
+
+
+def issue_mask(prepared: PreparedInputs, cutoff: Tensor | float) -> Tensor:
+    """Per-pixel confident-learning issues ``(B, *spatial)`` given a dataset-level ``cutoff``.
+
+    Examples:
+        >>> import torch
+        >>> p = prepare_inputs(torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]]), torch.tensor([[[0, 0]]]))
+        >>> issue_mask(p, 0.2)
+        tensor([[[False,  True]]])
+    """
+    probs, target, valid = prepared.probs, prepared.target, prepared.valid
+    pred = probs.argmax(1)
+    s = probs.gather(1, target.unsqueeze(1)).squeeze(1)
+    return valid & (pred != target) & (s <= torch.as_tensor(cutoff, dtype=s.dtype, device=s.device))
+
+
+def find_label_issues(
+    preds: Tensor,
+    target: Tensor,
+    *,
+    downsample: int = 1,
+    ignore_index: int | None = None,
+    input_format: str = "auto",
+    validate_args: bool = True,
+) -> Tensor:
+    """Pixel-level confident learning over the batch, taken as the whole dataset.
+
+    At ``downsample=1`` the mask equals ``cleanlab.segmentation.filter.find_label_issues``
+    (up to ties at the cutoff, see the module docstring). With ``downsample > 1`` the issues
+    are found at the working resolution and returned there (no upsampling).
+
+    Args:
+        preds: ``(B, K, *spatial)`` probabilities or logits.
+        target: ``(B, *spatial)`` integer class ids.
+        downsample: block size of the working resolution.
+        ignore_index: class id excluded (never flagged, not in the thresholds).
+        input_format: ``"auto"``, ``"probs"`` or ``"logits"``.
+        validate_args: check values (one device synchronisation).
+
+    Returns:
+        Bool mask ``(B, *working_spatial)``, True where the label looks wrong.
+
+    Examples:
+        >>> import torch
+        >>> probs = torch.tensor([[[[0.9, 0.2, 0.7]], [[0.1, 0.8, 0.3]]]])
+        >>> find_label_issues(probs, torch.tensor([[[0, 0, 1]]]))
+        tensor([[[False,  True,  True]]])
+    """
+    prepared = _downsample(
+        prepare_inputs(preds, target, ignore_index=ignore_index, input_format=input_format,
+                       validate_args=validate_args),
+        downsample,
+    )
+    st = confident_stats(prepared)
+    cutoff = confident_cutoff(st.class_sums, st.class_counts, st.mis_counts, st.mis_s,
+                              st.mis_pmax, st.low_s)[2]
+    return issue_mask(prepared, cutoff)
+
+
+def confident_learning_counts(
+    preds: Tensor,
+    target: Tensor,
+    *,
+    downsample: int = 4,
+    ignore_index: int | None = None,
+    input_format: str = "auto",
+    validate_args: bool = True,
+) -> Tensor:
+    """Confident Learning Counts: 1 minus the share of an image's pixels flagged as issues.
+
+    The batch is taken as the whole dataset; :class:`~lightning_segqa.LabelQuality` streams it.
+
+    Args:
+        preds: ``(B, K, *spatial)`` probabilities or logits.
+        target: ``(B, *spatial)`` integer class ids.
+        downsample: block size of the working resolution (paper: 4).
+        ignore_index: class id excluded.
+        input_format: ``"auto"``, ``"probs"`` or ``"logits"``.
+        validate_args: check values (one device synchronisation).
+
+    Returns:
+        ``(B,)`` scores in [0, 1]; lower means more likely mislabeled.
+
+    Examples:
+        >>> import torch
+        >>> probs = torch.tensor([[[[0.9, 0.2, 0.7]], [[0.1, 0.8, 0.3]]]])
+        >>> confident_learning_counts(probs, torch.tensor([[[0, 0, 1]]]), downsample=1)
+        tensor([0.3333])
+    """
+    prepared = _downsample(
+        prepare_inputs(preds, target, ignore_index=ignore_index, input_format=input_format,
+                       validate_args=validate_args),
+        downsample,
+    )
+    st = confident_stats(prepared)
+    cutoff = confident_cutoff(st.class_sums, st.class_counts, st.mis_counts, st.mis_s,
+                              st.mis_pmax, st.low_s)[2]
+    flagged = issue_counts_per_image(st.mis_counts, st.mis_s, cutoff)
+    return (1 - flagged.double() / st.num_valid.double()).float()

@@ -1,0 +1,80 @@
+"""Downsampling of probabilities and labels before the region-level scores (paper 3.5 and 3.7).
+
+Probabilities are mean-pooled over each ``f x f`` block and the block's label is the
+majority vote of its pixels, as the paper describes. Ignored pixels take no part in either;
+a block with no valid pixel is ignored. Sizes that are not multiples of ``f`` are padded with
+ignored pixels, so any size works.
+
+cleanlab instead rounds the *mean class id* of the block (``np.round(labels.mean())``), which
+can produce a class that appears nowhere in the block (the mean of 0 and 4 is 2); we do not
+copy that.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from lightning_segqa.functional._inputs import PreparedInputs
+
+
+def _blocks(x: Tensor, lead: int, factor: int) -> Tensor:
+    """Reshape ``(*lead_dims, *spatial)`` into ``(*lead_dims, *small_spatial, factor**nd)``."""
+    lead_shape, spatial = x.shape[:lead], x.shape[lead:]
+    nd = len(spatial)
+    split = []
+    for size in spatial:
+        split += [size // factor, factor]
+    x = x.reshape(*lead_shape, *split)
+    small_axes = [lead + 2 * i for i in range(nd)]
+    block_axes = [lead + 2 * i + 1 for i in range(nd)]
+    x = x.permute(*range(lead), *small_axes, *block_axes)
+    return x.reshape(*lead_shape, *(s // factor for s in spatial), -1)
+
+
+def downsample(prepared: PreparedInputs, factor: int) -> PreparedInputs:
+    """Shrink every spatial dimension by ``factor``: mean-pooled probabilities, majority labels.
+
+    Args:
+        prepared: checked inputs (see :func:`~lightning_segqa.functional._inputs.prepare_inputs`).
+        factor: integer >= 1; 1 returns the input unchanged.
+
+    Returns:
+        Inputs at the working resolution ``ceil(size / factor)`` per spatial dimension.
+
+    Examples:
+        >>> import torch
+        >>> from lightning_segqa.functional._inputs import prepare_inputs
+        >>> probs = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [1.0, 1.0]]]])
+        >>> small = downsample(prepare_inputs(probs, torch.tensor([[[0, 1], [1, 1]]])), 2)
+        >>> small.probs.flatten().tolist(), small.target.flatten().tolist()
+        ([0.25, 0.75], [1])
+    """
+    if not isinstance(factor, int) or factor < 1:
+        raise ValueError(f"`downsample` must be a positive integer, got {factor!r}.")
+    if factor == 1:
+        return prepared
+    probs, target, valid = prepared.probs, prepared.target, prepared.valid
+    spatial = target.shape[1:]
+    pad = []
+    for size in reversed(spatial):
+        pad += [0, (-size) % factor]
+    if any(pad):
+        probs = F.pad(probs, pad)
+        target = F.pad(target, pad)
+        valid = F.pad(valid, pad)
+    b, k = probs.shape[:2]
+    vb = _blocks(valid, 1, factor)  # (B, *small, f^nd)
+    counts = vb.sum(-1)
+    w = vb.to(probs.dtype).unsqueeze(1)
+    psum = (_blocks(probs, 2, factor) * w).sum(-1)  # (B, K, *small)
+    total = psum.sum(1, keepdim=True)
+    small_probs = psum / total.clamp_min(torch.finfo(probs.dtype).tiny)
+    small_probs = torch.where(counts.unsqueeze(1) > 0, small_probs, torch.full_like(small_probs, 1.0 / k))
+    tb = _blocks(target, 1, factor)
+    n_small = tb[..., 0].numel()
+    rows = torch.arange(n_small, device=tb.device).view(tb.shape[:-1]).unsqueeze(-1) * k
+    votes = torch.bincount((rows + tb).flatten(), weights=vb.flatten().float(), minlength=n_small * k)
+    small_target = votes.view(*tb.shape[:-1], k).argmax(-1)
+    return PreparedInputs(probs=small_probs, target=small_target, valid=counts > 0)

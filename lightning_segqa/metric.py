@@ -1,0 +1,262 @@
+"""``LabelQuality``: a torchmetrics ``Metric`` that streams softmax outputs and scores every image."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities.data import dim_zero_cat
+
+from lightning_segqa.functional._inputs import check_format, prepare_inputs
+from lightning_segqa.functional.coco import coco_from_prepared
+from lightning_segqa.functional.confident import (
+    confident_cutoff,
+    confident_stats,
+    issue_counts_per_image,
+)
+from lightning_segqa.functional.pixel import local_scores
+from lightning_segqa.functional.pooling import downsample as _downsample
+from lightning_segqa.functional.thresholded import (
+    DEFAULT_THRESHOLDS,
+    threshold_grid,
+    tccp_counts,
+    tccp_from_counts,
+)
+from lightning_segqa.report import METHODS, LabelQualityReport
+
+LOCAL_METHODS = ("softmin", "confidence_in_label", "correctly_classified_pixels", "iou")
+_CL_STATES = ("cl_sums", "cl_counts", "cl_mis_counts", "cl_mis_s", "cl_mis_pmax", "cl_low_counts", "cl_low_s", "cl_valid")
+
+
+class LabelQuality(Metric):
+    """Label quality of every image of a segmentation dataset, from streamed model outputs.
+
+    Feed it out-of-sample softmax outputs (or logits) batch by batch with each image's dataset
+    index; :meth:`compute` returns a :class:`~lightning_segqa.LabelQualityReport` with one
+    score per image and method (lower = more likely mislabeled). Scores that depend on one
+    image only are computed in ``update``; thresholded CCP and confident learning keep small
+    per-image summaries (see ``docs/metric.md`` for bytes per image and per pixel), never the
+    probabilities. Everything runs on the metric's device.
+
+    Repeated indexes (a ``DistributedSampler`` pads the last batch with repeats) are kept once,
+    and the report is ordered by index, so one process and many give the same report.
+
+    Args:
+        num_classes: number of classes ``K``.
+        methods: which of the seven scores to compute (default: all of
+            :data:`~lightning_segqa.report.METHODS`).
+        temperature: softmin temperature (paper: 0.1).
+        ignore_index: class id excluded from every score (e.g. 255).
+        input_format: ``"auto"``, ``"probs"`` or ``"logits"``.
+        downsample: block size for connected components and confident learning (paper: 4).
+        connectivity: neighbourhood of connected components (1 = faces, as scipy's default).
+        thresholds: TCCP threshold grid: a count ``G`` (``0, 1/G, ...``) or a 1-D tensor.
+        validate_args: check values on every update (one device synchronisation each).
+        kwargs: passed to :class:`torchmetrics.Metric`.
+
+    Examples:
+        >>> import torch
+        >>> metric = LabelQuality(num_classes=3, methods=["softmin", "iou"])
+        >>> g = torch.Generator().manual_seed(0)
+        >>> logits = torch.randn(4, 3, 8, 8, generator=g)
+        >>> target = logits.argmax(1)
+        >>> target[0, :4] = (target[0, :4] + 1) % 3  # a wrong region in image 0
+        >>> metric.update(logits, target, indexes=torch.arange(4))
+        >>> report = metric.compute()
+        >>> report.ranking("softmin")[0].item()
+        0
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    def __init__(
+        self,
+        num_classes: int,
+        methods: Sequence[str] | None = None,
+        temperature: float = 0.1,
+        ignore_index: int | None = None,
+        input_format: str = "auto",
+        downsample: int = 4,
+        connectivity: int = 1,
+        thresholds: int | Tensor = DEFAULT_THRESHOLDS,
+        validate_args: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
+            raise ValueError(f"`num_classes` must be an int >= 2, got {num_classes!r}.")
+        methods = list(METHODS if methods is None else methods)
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown or not methods:
+            raise ValueError(f"`methods` must be a non-empty subset of {METHODS}, got {methods!r}.")
+        if not isinstance(temperature, (int, float)) or not temperature > 0:
+            raise ValueError(f"`temperature` must be a positive number, got {temperature!r}.")
+        if ignore_index is not None and not isinstance(ignore_index, int):
+            raise ValueError(f"`ignore_index` must be an int or None, got {ignore_index!r}.")
+        check_format(input_format)
+        if not isinstance(downsample, int) or downsample < 1:
+            raise ValueError(f"`downsample` must be a positive int, got {downsample!r}.")
+        if connectivity not in (1, 2, 3):
+            raise ValueError(f"`connectivity` must be 1, 2 or 3, got {connectivity!r}.")
+        self.num_classes = num_classes
+        self.methods = methods
+        self.temperature = float(temperature)
+        self.ignore_index = ignore_index
+        self.input_format = input_format
+        self.downsample = downsample
+        self.connectivity = connectivity
+        self.validate_args = validate_args
+        self.register_buffer("grid", threshold_grid(thresholds), persistent=False)
+
+        # every state is a 1-D list state gathered with "cat" (safe under distributed gather)
+        for name in ("indexes", "is_mislabeled", "num_valid"):
+            self.add_state(name, default=[], dist_reduce_fx="cat")
+        for m in methods:
+            if m != "thresholded_ccp" and m != "confident_learning_counts":
+                self.add_state(f"score_{m}", default=[], dist_reduce_fx="cat")
+        if "thresholded_ccp" in methods:
+            self.add_state("tccp_counts", default=[], dist_reduce_fx="cat")
+        if "confident_learning_counts" in methods:
+            for name in _CL_STATES:
+                self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    def _check_indexes(self, indexes: Tensor, batch: int, name: str = "indexes") -> Tensor:
+        if not isinstance(indexes, Tensor):
+            indexes = torch.as_tensor(indexes)
+        if indexes.is_floating_point() or indexes.dtype == torch.bool:
+            raise TypeError(f"`{name}` must hold integer dataset indexes, got dtype {indexes.dtype}.")
+        if indexes.shape != (batch,):
+            raise ValueError(
+                f"`{name}` must have shape ({batch},), one index per image, got {tuple(indexes.shape)}."
+            )
+        return indexes.to(device=self.device, dtype=torch.long)
+
+    def update(self, preds: Tensor, target: Tensor, indexes: Tensor, is_mislabeled: Tensor | None = None) -> None:
+        """Score one batch.
+
+        Args:
+            preds: ``(B, K, *spatial)`` out-of-sample probabilities or logits.
+            target: ``(B, *spatial)`` given masks (integer class ids).
+            indexes: ``(B,)`` dataset index of each image.
+            is_mislabeled: optional ``(B,)`` bool ground truth, for detection metrics.
+        """
+        prepared = prepare_inputs(
+            preds, target, num_classes=self.num_classes, ignore_index=self.ignore_index,
+            input_format=self.input_format, validate_args=self.validate_args,
+        )
+        b = preds.shape[0]
+        idx = self._check_indexes(indexes, b)
+        if is_mislabeled is None:
+            truth = torch.full((b,), float("nan"), device=self.device)
+        else:
+            truth_t = torch.as_tensor(is_mislabeled)
+            if truth_t.shape != (b,):
+                raise ValueError(
+                    f"`is_mislabeled` must have shape ({b},), got {tuple(truth_t.shape)}."
+                )
+            truth = truth_t.to(device=self.device, dtype=torch.float32)
+        new: dict[str, Tensor] = {"indexes": idx, "is_mislabeled": truth}
+        num_valid = prepared.valid.reshape(b, -1).sum(-1)
+        new["num_valid"] = num_valid.float()
+        if any(m in self.methods for m in LOCAL_METHODS):
+            local = local_scores(prepared, self.temperature)
+            for m in LOCAL_METHODS:
+                if m in self.methods:
+                    new[f"score_{m}"] = local[m].float()
+        if "thresholded_ccp" in self.methods:
+            new["tccp_counts"] = tccp_counts(prepared, self.grid).flatten().float()
+        if "connected_components" in self.methods or "confident_learning_counts" in self.methods:
+            small = _downsample(prepared, self.downsample)
+            if "connected_components" in self.methods:
+                new["score_connected_components"] = coco_from_prepared(small, self.connectivity).float()
+            if "confident_learning_counts" in self.methods:
+                st = confident_stats(small)
+                new.update(
+                    cl_sums=st.class_sums.flatten(),
+                    cl_counts=st.class_counts.flatten().float(),
+                    cl_mis_counts=st.mis_counts.flatten().float(),
+                    cl_mis_s=st.mis_s,
+                    cl_mis_pmax=st.mis_pmax,
+                    cl_low_counts=st.low_counts.float(),
+                    cl_low_s=st.low_s,
+                    cl_valid=st.num_valid.float(),
+                )
+        # all work is done: only now touch the states, so a failed update changes nothing
+        for name, value in new.items():
+            getattr(self, name).append(value)
+
+    def compute(self) -> LabelQualityReport:
+        """Merge everything seen so far into a report (repeated indexes kept once, ordered by index)."""
+        if isinstance(self.indexes, list) and not self.indexes:
+            raise ValueError("`LabelQuality.compute()` was called before any `update()`.")
+        idx = dim_zero_cat(self.indexes)
+        n = idx.numel()
+        sorted_idx, perm = torch.sort(idx, stable=True)
+        first = torch.ones(n, dtype=torch.bool, device=idx.device)
+        first[1:] = sorted_idx[1:] != sorted_idx[:-1]
+        keep = perm[first]  # positions of the first occurrence of each index, by index
+        keep_mask = torch.zeros(n, dtype=torch.bool, device=idx.device)
+        keep_mask[keep] = True
+        scores: dict[str, Tensor] = {}
+        details: dict[str, Any] = {"num_classes": self.num_classes, "temperature": self.temperature,
+                                   "downsample": self.downsample, "ignore_index": self.ignore_index}
+        for m in self.methods:
+            if m == "thresholded_ccp":
+                counts = dim_zero_cat(self.tccp_counts).view(n, self.num_classes, -1)[keep_mask]
+                nv = dim_zero_cat(self.num_valid)[keep_mask]
+                tccp, best = tccp_from_counts(counts, nv)
+                scores[m] = tccp.to(idx.device)[torch.argsort(idx[keep_mask])]
+                details["tccp_thresholds"] = self.grid[best].tolist()
+            elif m == "confident_learning_counts":
+                scores[m], cl_details = self._compute_cl(n, keep_mask, idx)
+                details.update(cl_details)
+            else:
+                scores[m] = dim_zero_cat(getattr(self, f"score_{m}"))[keep]
+        truth = dim_zero_cat(self.is_mislabeled)[keep]
+        if torch.isnan(truth).all():
+            is_mislabeled = None
+        elif torch.isnan(truth).any():
+            warnings.warn("`is_mislabeled` was given for some batches only; detection metrics are skipped.",
+                          UserWarning, stacklevel=2)
+            is_mislabeled = None
+        else:
+            is_mislabeled = truth.bool().cpu()
+        empty = int((dim_zero_cat(self.num_valid)[keep] == 0).sum())
+        if empty:
+            warnings.warn(f"{empty} image(s) have no valid pixel (all `ignore_index`); they score NaN.",
+                          UserWarning, stacklevel=2)
+        return LabelQualityReport(
+            indexes=sorted_idx[first].cpu(),
+            scores={m: s.float().cpu() for m, s in scores.items()},
+            is_mislabeled=is_mislabeled,
+            details=details,
+        )
+
+    def _compute_cl(self, n: int, keep_mask: Tensor, idx: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        k = self.num_classes
+        mis_counts = dim_zero_cat(self.cl_mis_counts).view(n, k)
+        low_counts = dim_zero_cat(self.cl_low_counts)
+        mis_s, mis_pmax, low_s = (dim_zero_cat(getattr(self, a)) for a in ("cl_mis_s", "cl_mis_pmax", "cl_low_s"))
+        img_of_mis = torch.repeat_interleave(torch.arange(n, device=idx.device), mis_counts.sum(-1).long())
+        img_of_low = torch.repeat_interleave(torch.arange(n, device=idx.device), low_counts.long())
+        mis_keep, low_keep = keep_mask[img_of_mis], keep_mask[img_of_low]
+        sums = dim_zero_cat(self.cl_sums).view(n, k)[keep_mask]
+        counts = dim_zero_cat(self.cl_counts).view(n, k)[keep_mask]
+        kept_mis_counts = mis_counts[keep_mask]
+        thresholds, num_issues, cutoff = confident_cutoff(
+            sums, counts, kept_mis_counts, mis_s[mis_keep], mis_pmax[mis_keep], low_s[low_keep]
+        )
+        flagged = issue_counts_per_image(kept_mis_counts, mis_s[mis_keep], cutoff)
+        valid = dim_zero_cat(self.cl_valid)[keep_mask]
+        score = (1 - flagged.double() / valid.double())[torch.argsort(idx[keep_mask])]
+        return score, {
+            "cl_cutoff": float(cutoff),
+            "cl_num_issues": int(num_issues),
+            "cl_thresholds": thresholds.tolist(),
+        }

@@ -1,0 +1,284 @@
+"""The result of a label-quality run: per-image scores, rankings, suspects and detection metrics."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+from torchmetrics.functional.classification import binary_auroc, binary_average_precision
+
+METHODS: tuple[str, ...] = (
+    "softmin",
+    "confidence_in_label",
+    "correctly_classified_pixels",
+    "thresholded_ccp",
+    "iou",
+    "connected_components",
+    "confident_learning_counts",
+)
+SHORT_NAMES = {
+    "softmin": "SM",
+    "confidence_in_label": "CIL",
+    "correctly_classified_pixels": "CCP",
+    "thresholded_ccp": "TCCP",
+    "iou": "IoU",
+    "connected_components": "CoCo",
+    "confident_learning_counts": "CLC",
+}
+DETECTION_METRICS = ("auroc", "auprc", "lift_at_t", "lift_at_100")
+
+
+def lift_at_k(scores: Tensor, is_mislabeled: Tensor, k: int) -> float:
+    """Share of true errors among the ``k`` lowest scores divided by their share overall.
+
+    Examples:
+        >>> lift_at_k(torch.tensor([0.1, 0.2, 0.9, 0.8]), torch.tensor([True, False, False, False]), 1)
+        4.0
+    """
+    n = scores.numel()
+    positives = int(is_mislabeled.sum())
+    if n == 0 or positives == 0 or k <= 0:
+        return float("nan")
+    k = min(k, n)
+    order = _order(scores)
+    return float(is_mislabeled[order[:k]].double().mean()) / (positives / n)
+
+
+def _order(scores: Tensor) -> Tensor:
+    """Positions sorted by ascending score, NaN last, ties by position (stable)."""
+    filled = torch.where(torch.isnan(scores), torch.full_like(scores, float("inf")), scores)
+    return torch.sort(filled, stable=True).indices
+
+
+def detection_metrics(scores: Tensor, is_mislabeled: Tensor) -> dict[str, float]:
+    """AUROC, AUPRC (average precision), Lift@T (T = number of errors) and Lift@100.
+
+    Lower scores must mean "more likely mislabeled"; NaN scores count as the least suspicious.
+
+    Examples:
+        >>> m = detection_metrics(torch.tensor([0.1, 0.7, 0.9, 0.8]), torch.tensor([True, False, False, True]))
+        >>> round(m["auroc"], 4), m["lift_at_t"]
+        (0.75, 1.0)
+    """
+    if scores.shape != is_mislabeled.shape:
+        raise ValueError(
+            f"`scores` {tuple(scores.shape)} and `is_mislabeled` {tuple(is_mislabeled.shape)} differ."
+        )
+    truth = is_mislabeled.bool()
+    positives = int(truth.sum())
+    if positives == 0 or positives == truth.numel():
+        nan = float("nan")
+        return dict.fromkeys(DETECTION_METRICS, nan)
+    s = scores.double()
+    finite = torch.where(torch.isnan(s), torch.full_like(s, float("inf")), s)
+    finite = torch.where(torch.isinf(finite), finite[~torch.isinf(finite)].max() + 1, finite)
+    conf = -finite
+    return {
+        "auroc": float(binary_auroc(conf, truth.long())),
+        "auprc": float(binary_average_precision(conf, truth.long())),
+        "lift_at_t": lift_at_k(scores, truth, positives),
+        "lift_at_100": lift_at_k(scores, truth, 100),
+    }
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class LabelQualityReport:
+    """Per-image label-quality scores of a dataset, ordered by dataset index.
+
+    Attributes:
+        indexes: ``(N,)`` int64 dataset indexes, ascending, each once.
+        scores: method name -> ``(N,)`` float scores; lower means more likely mislabeled.
+        is_mislabeled: ``(N,)`` bool ground truth when it was given, else None.
+        details: dataset-level quantities (confident-learning cutoff and thresholds, TCCP
+            thresholds, ...), JSON-serialisable.
+
+    Examples:
+        >>> r = LabelQualityReport(torch.tensor([0, 1, 2]), {"softmin": torch.tensor([0.9, 0.1, 0.5])})
+        >>> r.ranking("softmin").tolist()
+        [1, 2, 0]
+        >>> r.suspects("softmin", threshold=0.6).tolist()
+        [1, 2]
+    """
+
+    indexes: Tensor
+    scores: dict[str, Tensor]
+    is_mislabeled: Tensor | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        n = self.indexes.numel()
+        for name, s in self.scores.items():
+            if s.shape != (n,):
+                raise ValueError(f"scores[{name!r}] has shape {tuple(s.shape)}, expected ({n},).")
+        if self.is_mislabeled is not None and self.is_mislabeled.shape != (n,):
+            raise ValueError(
+                f"`is_mislabeled` has shape {tuple(self.is_mislabeled.shape)}, expected ({n},)."
+            )
+
+    @property
+    def methods(self) -> list[str]:
+        """Names of the scored methods."""
+        return list(self.scores)
+
+    def __len__(self) -> int:
+        return self.indexes.numel()
+
+    def _method(self, method: str) -> Tensor:
+        if method not in self.scores:
+            raise ValueError(f"`method` must be one of {self.methods}, got {method!r}.")
+        return self.scores[method]
+
+    def ranking(self, method: str = "softmin") -> Tensor:
+        """Dataset indexes from most to least likely mislabeled (NaN scores last)."""
+        return self.indexes[_order(self._method(method))]
+
+    def suspects(
+        self, method: str = "softmin", k: int | None = None, threshold: float | None = None
+    ) -> Tensor:
+        """Indexes of suspect images, worst first.
+
+        Args:
+            method: which score to rank by.
+            k: keep at most the ``k`` worst.
+            threshold: keep images whose score is below this value.
+
+        Returns:
+            The selected indexes; all ranked images when neither ``k`` nor ``threshold`` is set.
+        """
+        if k is not None and (not isinstance(k, int) or k < 0):
+            raise ValueError(f"`k` must be a non-negative int, got {k!r}.")
+        scores = self._method(method)
+        order = _order(scores)
+        if threshold is not None:
+            order = order[scores[order] < threshold]
+        if k is not None:
+            order = order[:k]
+        return self.indexes[order]
+
+    def detection(self) -> dict[str, dict[str, float]]:
+        """Detection metrics per method (needs ``is_mislabeled``)."""
+        if self.is_mislabeled is None:
+            raise ValueError("This report has no `is_mislabeled`; pass it to `update` to get detection metrics.")
+        return {m: detection_metrics(s, self.is_mislabeled) for m, s in self.scores.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-Python form (lists), the inverse of :meth:`from_dict`."""
+        out: dict[str, Any] = {
+            "indexes": self.indexes.tolist(),
+            "scores": {m: [None if math.isnan(v) else v for v in s.tolist()] for m, s in self.scores.items()},
+            "is_mislabeled": None if self.is_mislabeled is None else self.is_mislabeled.tolist(),
+            "details": self.details,
+        }
+        if self.is_mislabeled is not None:
+            out["detection"] = self.detection()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LabelQualityReport:
+        """Rebuild a report from :meth:`to_dict` output."""
+        try:
+            scores = {
+                m: torch.tensor([float("nan") if v is None else v for v in s], dtype=torch.float32)
+                for m, s in data["scores"].items()
+            }
+            truth = data.get("is_mislabeled")
+            return cls(
+                indexes=torch.tensor(data["indexes"], dtype=torch.long),
+                scores=scores,
+                is_mislabeled=None if truth is None else torch.tensor(truth, dtype=torch.bool),
+                details=dict(data.get("details", {})),
+            )
+        except (KeyError, TypeError) as err:
+            raise ValueError(f"Not a label-quality report: {err!r}") from err
+
+    def to_json(self, path: str | os.PathLike | None = None) -> str:
+        """JSON text; also written atomically to ``path`` when given."""
+        text = json.dumps(self.to_dict(), indent=1, allow_nan=True)
+        if path is not None:
+            _atomic_write(Path(path), text)
+        return text
+
+    @classmethod
+    def from_json(cls, source: str | os.PathLike) -> LabelQualityReport:
+        """Load from a JSON file path or a JSON string."""
+        text = str(source)
+        if not text.lstrip().startswith("{"):
+            path = Path(source)
+            if not path.is_file():
+                raise FileNotFoundError(f"No report at {path}.")
+            text = path.read_text(encoding="utf-8")
+        return cls.from_dict(json.loads(text))
+
+    def to_csv(self, path: str | os.PathLike | None = None, method: str | None = None) -> str:
+        """CSV with one row per image, ranked by ``method`` (default: first method)."""
+        method = method or self.methods[0]
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["rank", "index", *self.methods, *(["is_mislabeled"] if self.is_mislabeled is not None else [])])
+        for rank, pos in enumerate(_order(self._method(method)).tolist(), start=1):
+            row = [rank, int(self.indexes[pos]), *(f"{float(self.scores[m][pos]):.6g}" for m in self.methods)]
+            if self.is_mislabeled is not None:
+                row.append(int(self.is_mislabeled[pos]))
+            writer.writerow(row)
+        if path is not None:
+            _atomic_write(Path(path), buf.getvalue())
+        return buf.getvalue()
+
+    def table(self, method: str = "softmin", k: int = 10) -> str:
+        """Plain-text table of the ``k`` worst images and, if known, detection metrics."""
+        return format_table(self, method, k)
+
+    def __str__(self) -> str:
+        return self.table(self.methods[0] if "softmin" not in self.scores else "softmin")
+
+
+def format_table(report: LabelQualityReport, method: str, k: int) -> str:
+    """Render the ranked table used by ``str(report)`` and the command line."""
+    methods = report.methods
+    head = ["rank", "index", *(SHORT_NAMES.get(m, m) for m in methods)]
+    if report.is_mislabeled is not None:
+        head.append("error")
+    rows = []
+    pos = {int(i): p for p, i in enumerate(report.indexes.tolist())}
+    for r, idx in enumerate(report.suspects(method, k=k).tolist(), start=1):
+        p = pos[idx]
+        row = [str(r), str(idx), *(f"{float(report.scores[m][p]):.4f}" for m in methods)]
+        if report.is_mislabeled is not None:
+            row.append("yes" if bool(report.is_mislabeled[p]) else "")
+        rows.append(row)
+    lines = [f"{len(report)} images ranked by {method} (lower = more likely mislabeled); worst {len(rows)}:"]
+    lines += _columns([head, *rows])
+    if report.is_mislabeled is not None:
+        det = report.detection()
+        lines += ["", f"Detection of {int(report.is_mislabeled.sum())} known errors:"]
+        grid = [["method", "AUROC", "AUPRC", "Lift@T", "Lift@100"]]
+        grid += [[m, *(f"{det[m][key]:.3f}" for key in DETECTION_METRICS)] for m in methods]
+        lines += _columns(grid)
+    return "\n".join(lines)
+
+
+def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
