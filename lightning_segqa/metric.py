@@ -113,6 +113,10 @@ class LabelQuality(Metric):
         self.connectivity = connectivity
         self.validate_args = validate_args
         self.register_buffer("grid", threshold_grid(thresholds), persistent=False)
+        #: when True, ``last_batch`` holds the latest prepared inputs and per-image scores
+        #: (used by the callback to draw suspects without a second pass over the batch)
+        self.keep_last_batch = False
+        self.last_batch: tuple[Any, dict[str, Tensor]] | None = None
 
         # every state is a 1-D list state gathered with "cat" (safe under distributed gather)
         for name in ("indexes", "is_mislabeled", "num_valid"):
@@ -190,6 +194,8 @@ class LabelQuality(Metric):
         # all work is done: only now touch the states, so a failed update changes nothing
         for name, value in new.items():
             getattr(self, name).append(value)
+        if self.keep_last_batch:
+            self.last_batch = (prepared, {m: v for m, v in new.items() if m.startswith("score_")})
 
     def compute(self) -> LabelQualityReport:
         """Merge everything seen so far into a report (repeated indexes kept once, ordered by index)."""
@@ -237,6 +243,30 @@ class LabelQuality(Metric):
             is_mislabeled=is_mislabeled,
             details=details,
         )
+
+    def state_tensors(self) -> dict[str, Tensor]:
+        """This process's accumulated states, each concatenated into one tensor (for saving)."""
+        return {name: dim_zero_cat(value) if isinstance(value, list) and value else
+                (value if isinstance(value, Tensor) else torch.zeros(0, device=self.device))
+                for name, value in self.metric_state.items()}
+
+    def load_state_tensors(self, states: dict[str, Tensor]) -> None:
+        """Append states produced by :meth:`state_tensors` (e.g. another fold's held-out images).
+
+        Raises:
+            ValueError: when ``states`` come from a metric with other methods.
+        """
+        if set(states) != set(self.metric_state):
+            raise ValueError(
+                f"Cannot merge states with keys {sorted(states)} into a metric with {sorted(self.metric_state)}: "
+                "configure both metrics with the same methods."
+            )
+        for name, value in states.items():
+            current = getattr(self, name)
+            if not isinstance(current, list):
+                current = [current]
+                setattr(self, name, current)
+            current.append(value.to(self.device))
 
     def _compute_cl(self, n: int, keep_mask: Tensor, idx: Tensor) -> tuple[Tensor, dict[str, Any]]:
         k = self.num_classes

@@ -1,0 +1,122 @@
+"""A small segmentation ``LightningModule`` whose ``validation_step`` feeds the monitor.
+
+Used by the demo, the audit and the benchmark; any module that returns the same dict from
+``validation_step`` works with :class:`~lightning_segqa.LabelQualityMonitor`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from lightning.pytorch import LightningModule
+from torch import Tensor, nn
+
+ARCHITECTURES = ("fpn", "deeplabv3plus", "unet", "tiny")
+
+
+class TinySegNet(nn.Module):
+    """A few convolutions: a fast model for tests and quick demos.
+
+    Examples:
+        >>> TinySegNet(3, 4)(torch.zeros(1, 3, 16, 16)).shape
+        torch.Size([1, 4, 16, 16])
+    """
+
+    def __init__(self, in_channels: int, num_classes: int, width: int = 16) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=4, dilation=4), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, num_classes, 1),
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, K, H, W)``."""
+        return self.net(x)
+
+
+def build_model(arch: str, num_classes: int, encoder: str = "resnet18", in_channels: int = 3) -> nn.Module:
+    """A segmentation network: ``tiny`` or a segmentation-models-pytorch one without pretrained weights.
+
+    Examples:
+        >>> build_model("tiny", 5)(torch.zeros(2, 3, 32, 32)).shape
+        torch.Size([2, 5, 32, 32])
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"`arch` must be one of {ARCHITECTURES}, got {arch!r}.")
+    if arch == "tiny":
+        return TinySegNet(in_channels, num_classes)
+    try:
+        import segmentation_models_pytorch as smp
+    except ImportError as err:  # pragma: no cover - depends on the install
+        raise ImportError("arch={arch!r} needs segmentation-models-pytorch: pip install 'lightning-segqa[demo]'") from err
+    cls = {"fpn": smp.FPN, "deeplabv3plus": smp.DeepLabV3Plus, "unet": smp.Unet}[arch]
+    return cls(encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes)
+
+
+class SegmentationModule(LightningModule):
+    """Cross-entropy training of a segmentation network on batches of dicts.
+
+    Batches are dicts with ``image`` ``(B, 3, H, W)``, ``mask`` ``(B, H, W)``, ``index`` ``(B,)``
+    and optionally ``is_mislabeled``. ``validation_step`` returns what the monitor reads:
+    ``logits``, ``target``, ``index``, ``image`` and ``is_mislabeled``.
+
+    Args:
+        num_classes: number of classes.
+        arch: ``fpn``, ``deeplabv3plus``, ``unet`` or ``tiny``.
+        encoder: segmentation-models-pytorch encoder name.
+        lr: Adam learning rate.
+        ignore_index: class id left out of the loss.
+
+    Examples:
+        >>> module = SegmentationModule(num_classes=3, arch="tiny")
+        >>> batch = {"image": torch.rand(2, 3, 8, 8), "mask": torch.zeros(2, 8, 8, dtype=torch.long),
+        ...          "index": torch.tensor([4, 5])}
+        >>> sorted(module.validation_step(batch, 0))
+        ['image', 'index', 'logits', 'target']
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        arch: str = "fpn",
+        encoder: str = "resnet18",
+        lr: float = 1e-3,
+        ignore_index: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(arch, num_classes, encoder)
+        self.lr = lr
+        self.ignore_index = -100 if ignore_index is None else ignore_index
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``(B, K, H, W)``; inputs are padded to a multiple of 32 and cropped back."""
+        h, w = x.shape[-2:]
+        ph, pw = (-h) % 32, (-w) % 32
+        if ph or pw:
+            x = F.pad(x, (0, pw, 0, ph), mode="reflect")
+        return self.model(x)[..., :h, :w]
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        """Cross-entropy on the (possibly noisy) given masks."""
+        loss = F.cross_entropy(self(batch["image"]), batch["mask"], ignore_index=self.ignore_index)
+        self.log("train_loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
+        return loss
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Any]:
+        """Loss plus the outputs the label-quality monitor reads."""
+        logits = self(batch["image"])
+        loss = F.cross_entropy(logits, batch["mask"], ignore_index=self.ignore_index)
+        self.log("val_loss", loss, prog_bar=True, batch_size=batch["image"].shape[0])
+        out = {"logits": logits, "target": batch["mask"], "index": batch["index"], "image": batch["image"]}
+        if "is_mislabeled" in batch:
+            out["is_mislabeled"] = batch["is_mislabeled"]
+        return out
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        """Adam."""
+        return torch.optim.Adam(self.parameters(), lr=self.lr)

@@ -1,0 +1,146 @@
+"""A bounded collection of the ``k`` worst images seen so far, for drawing suspects.
+
+Only ``k`` images (and their masks and per-pixel maps) are ever held, never the dataset.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import Tensor
+
+from lightning_segqa.functional._inputs import PreparedInputs
+from lightning_segqa.functional.pooling import downsample as _downsample
+from lightning_segqa.visuals import SuspectImage
+
+
+class SuspectHeap:
+    """Keep the ``k`` lowest-scored images with what is needed to draw them.
+
+    Args:
+        k: number of images to keep (0 keeps nothing).
+        downsample: working resolution of confident learning, to draw its issue mask later.
+
+    Examples:
+        >>> import torch
+        >>> from lightning_segqa.functional._inputs import prepare_inputs
+        >>> heap = SuspectHeap(k=1)
+        >>> p = prepare_inputs(torch.rand(2, 3, 4, 4).softmax(1), torch.zeros(2, 4, 4, dtype=torch.long))
+        >>> heap.push(torch.tensor([0.7, 0.2]), torch.tensor([10, 11]), p)
+        >>> [e.index for e in heap.entries()]
+        [11]
+    """
+
+    def __init__(self, k: int, downsample: int = 1) -> None:
+        if not isinstance(k, int) or k < 0:
+            raise ValueError(f"`k` must be a non-negative int, got {k!r}.")
+        self.k = k
+        self.downsample = downsample
+        self._items: list[dict] = []
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        """Forget every image."""
+        self._items = []
+
+    def push(
+        self,
+        scores: Tensor,
+        indexes: Tensor,
+        prepared: PreparedInputs,
+        images: Tensor | None = None,
+        is_mislabeled: Tensor | None = None,
+    ) -> None:
+        """Offer a batch; keeps the ``k`` lowest scores among the kept ones and this batch."""
+        if self.k == 0 or scores.numel() == 0:
+            return
+        worst_kept = self._items[-1]["score"] if len(self._items) >= self.k else float("inf")
+        take = min(self.k, scores.numel())
+        cand = torch.topk(torch.nan_to_num(scores.float(), nan=float("inf")), take, largest=False)
+        values = cand.values.tolist()  # one small host transfer per batch
+        chosen = [int(p) for p, v in zip(cand.indices.tolist(), values, strict=True) if v < worst_kept]
+        if not chosen:
+            return
+        sel = torch.tensor(chosen, device=scores.device)
+        probs, target, valid = prepared.probs[sel], prepared.target[sel], prepared.valid[sel]
+        sub = PreparedInputs(probs=probs, target=target, valid=valid)
+        small = _downsample(sub, self.downsample)
+        s_full = probs.gather(1, target.unsqueeze(1)).squeeze(1)
+        s_small = small.probs.gather(1, small.target.unsqueeze(1)).squeeze(1)
+        mis_small = small.valid & (small.probs.argmax(1) != small.target)
+        for j, pos in enumerate(chosen):
+            self._items.append(
+                {
+                    "score": float(scores[pos]),
+                    "index": int(indexes[pos]),
+                    "target": torch.where(valid[j], target[j], -1).cpu(),
+                    "pred": probs[j].argmax(0).cpu(),
+                    "pixel_scores": torch.where(valid[j], s_full[j], float("nan")).float().cpu(),
+                    "s_small": s_small[j].float().cpu(),
+                    "mis_small": mis_small[j].cpu(),
+                    "image": None if images is None else images[pos].detach().float().cpu(),
+                    "is_mislabeled": None if is_mislabeled is None else bool(is_mislabeled[pos]),
+                }
+            )
+        self._merge([])
+
+    def _merge(self, more: Iterable[dict]) -> None:
+        seen: dict[int, dict] = {}
+        for item in sorted([*self._items, *more], key=lambda e: (e["score"], e["index"])):
+            seen.setdefault(item["index"], item)
+        self._items = list(seen.values())[: self.k]
+
+    def merge(self, other: SuspectHeap) -> None:
+        """Absorb another heap (e.g. from another rank or fold)."""
+        self._merge(other._items)
+
+    def state(self) -> list[dict]:
+        """Picklable content (for gathering across ranks and saving)."""
+        return list(self._items)
+
+    def load(self, items: list[dict]) -> None:
+        """Absorb items produced by :meth:`state`."""
+        self._merge(items)
+
+    def entries(
+        self,
+        method: str = "softmin",
+        cl_cutoff: float | None = None,
+        ignore_index: int | None = None,
+        scores: dict[int, float] | None = None,
+    ) -> list[SuspectImage]:
+        """The kept images as :class:`~lightning_segqa.visuals.SuspectImage`, worst first.
+
+        Args:
+            method: name shown with the score.
+            cl_cutoff: dataset-level confident-learning cutoff; when given, issue masks are drawn.
+            ignore_index: value restored in the given mask where pixels were ignored.
+            scores: final scores by index (e.g. from the report) to show instead of the heap's.
+        """
+        out = []
+        for e in self._items:
+            target = e["target"]
+            if ignore_index is not None:
+                target = torch.where(target < 0, ignore_index, target)
+            issue = None
+            if cl_cutoff is not None:
+                small = e["mis_small"] & (e["s_small"] <= cl_cutoff)
+                f = self.downsample
+                issue = small.repeat_interleave(f, 0).repeat_interleave(f, 1)[: target.shape[0], : target.shape[1]]
+            out.append(
+                SuspectImage(
+                    index=e["index"],
+                    score=(scores or {}).get(e["index"], e["score"]),
+                    method=method,
+                    target=target.clamp_min(0) if ignore_index is None else target,
+                    pred=e["pred"],
+                    pixel_scores=torch.nan_to_num(e["pixel_scores"], nan=1.0),
+                    image=e["image"],
+                    issue_mask=issue,
+                    is_mislabeled=e["is_mislabeled"],
+                )
+            )
+        return out
