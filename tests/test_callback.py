@@ -1,0 +1,145 @@
+"""The callback inside real Trainer runs: values logged, files written, gate modes, checkpoints."""
+
+import csv
+import json
+import warnings
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+from torch.utils.data import DataLoader
+
+from lightning_segqa import LabelQuality
+from lightning_segqa.callback import LabelQualityMonitor
+from lightning_segqa.data import STREET_CLASSES, UNLABELED_INDEX, TensorSegmentationDataset, make_street_scenes
+from lightning_segqa.gate import LabelQualityError
+from lightning_segqa.models import SegmentationModule
+from lightning_segqa.noise import inject_label_errors
+
+K = len(STREET_CLASSES)
+warnings.filterwarnings("ignore", ".*does not have many workers.*")
+
+
+@pytest.fixture(scope="module")
+def data():
+    images, masks = make_street_scenes(24, 32, 48, seed=1)
+    noisy, truth = inject_label_errors(masks, "drop", 0.25, seed=1, unlabeled_index=UNLABELED_INDEX)
+    return TensorSegmentationDataset(images, noisy, truth)
+
+
+def fit(data, tmp_path, monitor, loggers, epochs=2):
+    torch.manual_seed(0)
+    model = SegmentationModule(K, arch="tiny", lr=5e-3)
+    trainer = Trainer(max_epochs=epochs, logger=loggers, callbacks=[monitor], enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
+                      default_root_dir=tmp_path, num_sanity_val_steps=1)
+    trainer.fit(model, DataLoader(data, batch_size=8, shuffle=True), DataLoader(data, batch_size=8))
+    return trainer, model
+
+
+def by_hand(model, data, **kwargs):
+    metric = LabelQuality(K, **kwargs)
+    model.eval()
+    with torch.no_grad():
+        for batch in DataLoader(data, batch_size=5):
+            metric.update(model(batch["image"]), batch["mask"], batch["index"], batch["is_mislabeled"])
+    return metric.compute()
+
+
+def test_tensorboard_and_csv_logging(data, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tb = TensorBoardLogger(tmp_path, name="tb")
+    csv_logger = CSVLogger(tmp_path, name="csv")
+    monitor = LabelQualityMonitor(K, top_k=3, class_names=STREET_CLASSES, downsample=2)
+    trainer, model = fit(data, tmp_path, monitor, [tb, csv_logger])
+    report = monitor.report
+    expected = by_hand(model, data, downsample=2)
+    for m in report.methods:
+        torch.testing.assert_close(report.scores[m], expected.scores[m], atol=1e-5, rtol=0)
+    auroc = report.detection()["softmin"]["auroc"]
+    assert auroc == pytest.approx(expected.detection()["softmin"]["auroc"], abs=1e-6)
+
+    tb.experiment.flush()
+    acc = EventAccumulator(tb.log_dir, size_guidance={"images": 0, "tensors": 0, "scalars": 0})
+    acc.Reload()
+    scalars = acc.Scalars("segqa/auroc_softmin")
+    assert len(scalars) == 2  # one per epoch, none from the sanity check
+    assert scalars[-1].value == pytest.approx(auroc, abs=1e-6)
+    last_step = trainer.global_step
+    image_tags = [t for t in acc.Tags()["images"]
+                  if t.startswith("segqa/suspects") and acc.Images(t)[-1].step == last_step]
+    assert len(image_tags) == 3
+    first = acc.Images(image_tags[0])[-1]
+    assert first.width > 48 and first.height >= 32
+    worst = report.ranking("softmin")[0].item()
+    assert any(f"idx{worst}" in t for t in image_tags)
+    text_tags = acc.Tags()["tensors"]
+    table_tag = next(t for t in text_tags if "ranking" in t)
+    table = acc.Tensors(table_tag)[-1].tensor_proto.string_val[0].decode()
+    assert f"| 1 | {worst} |" in table.replace("  ", " ")
+
+    with open(csv_logger.log_dir + "/metrics.csv") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("segqa/auroc_softmin")]
+    assert float(rows[-1]["segqa/auroc_softmin"]) == pytest.approx(auroc, abs=1e-6)
+    saved = json.loads((monitor.resolve_report_dir(trainer) / "label_quality.json").read_text())
+    assert saved["indexes"] == list(range(len(data)))
+    assert saved["scores"]["softmin"] == pytest.approx(report.scores["softmin"].tolist(), abs=1e-6)
+
+
+def test_csv_logger_gets_pictures_as_files(data, tmp_path):
+    csv_logger = CSVLogger(tmp_path, name="csv")
+    monitor = LabelQualityMonitor(K, top_k=2, methods=["softmin", "confident_learning_counts"])
+    fit(data, tmp_path, monitor, [csv_logger], epochs=1)
+    pngs = sorted((tmp_path / "csv").rglob("*.png"))
+    worst = monitor.report.ranking("softmin")[:2].tolist()
+    assert len(pngs) >= 2
+    assert all(any(f"idx{i}" in p.name for p in pngs) for i in worst)
+    csvs = [p for p in (tmp_path / "csv").rglob("*.csv") if "ranking" in p.name]
+    assert csvs and str(worst[0]) in csvs[0].read_text().splitlines()[1]
+
+
+@pytest.mark.parametrize("on_fail", ["warn", "stop", "raise"])
+def test_gate_modes(data, tmp_path, on_fail):
+    monitor = LabelQualityMonitor(K, top_k=0, methods=["softmin"], suspect_threshold=1.0,
+                                  max_suspect_fraction=0.0, on_fail=on_fail)
+    if on_fail == "raise":
+        with pytest.raises(LabelQualityError, match="gate FAILED"):
+            fit(data, tmp_path, monitor, False, epochs=3)
+        return
+    with pytest.warns(UserWarning, match="gate FAILED"):
+        trainer, _ = fit(data, tmp_path, monitor, False, epochs=3)
+    assert trainer.current_epoch == (1 if on_fail == "stop" else 3)
+    assert monitor.decision is not None and not monitor.decision.passed
+
+
+def test_missing_keys_error_lists_what_is_there(data, tmp_path):
+    monitor = LabelQualityMonitor(K, target_key="mask_gt")
+    with pytest.raises(KeyError, match=r"mask_gt.*'image', 'index', 'is_mislabeled', 'logits', 'target'"):
+        fit(data, tmp_path, monitor, False, epochs=1)
+
+
+def test_custom_extract_and_state_dict(data, tmp_path):
+    monitor = LabelQualityMonitor(
+        K, methods=["softmin", "iou"], top_k=1,
+        extract=lambda out, batch: {"preds": out["logits"].softmax(1), "target": batch["mask"], "index": batch["index"]},
+    )
+    fit(data, tmp_path, monitor, False, epochs=1)
+    assert monitor.report.is_mislabeled is None
+    state = monitor.state_dict()
+    fresh = LabelQualityMonitor(K, methods=["softmin", "iou"], top_k=1)
+    fresh.load_state_dict(state)
+    torch.testing.assert_close(fresh.report.scores["softmin"], monitor.report.scores["softmin"])
+    assert [e.index for e in fresh.heap.entries()] == [e.index for e in monitor.heap.entries()]
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="rank_by"):
+        LabelQualityMonitor(K, methods=["iou"], rank_by="softmin")
+    with pytest.raises(ValueError, match="on_fail"):
+        LabelQualityMonitor(K, on_fail="explode")
+    with pytest.raises(ValueError, match="class_names"):
+        LabelQualityMonitor(K, class_names=["a"])
+    with pytest.raises(ValueError, match="top_k"):
+        LabelQualityMonitor(K, top_k=-1)
