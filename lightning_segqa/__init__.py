@@ -5,9 +5,27 @@ data via any model": per pixel, the out-of-sample probability of the annotated c
 image, their softmin (and six baselines).
 """
 
+from lightning_segqa.callback import LabelQualityMonitor
+from lightning_segqa.cross_validation import CrossValidation, cross_validate, kfold_splits
+from lightning_segqa.gate import LabelQualityError, evaluate_gate, indices_to_keep
 from lightning_segqa.metric import LabelQuality
+from lightning_segqa.noise import inject_label_errors
 from lightning_segqa.report import METHODS, LabelQualityReport, detection_metrics
 
 __version__ = "0.1.0"
 
-__all__ = ["METHODS", "LabelQuality", "LabelQualityReport", "detection_metrics", "__version__"]
+__all__ = [
+    "METHODS",
+    "CrossValidation",
+    "LabelQuality",
+    "LabelQualityError",
+    "LabelQualityMonitor",
+    "LabelQualityReport",
+    "__version__",
+    "cross_validate",
+    "detection_metrics",
+    "evaluate_gate",
+    "indices_to_keep",
+    "inject_label_errors",
+    "kfold_splits",
+]

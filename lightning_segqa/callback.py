@@ -252,7 +252,8 @@ class LabelQualityMonitor(Callback):
         if report.is_mislabeled is not None:
             columns.append("error")
         figure = None
-        if report.is_mislabeled is not None:
+        truth = report.is_mislabeled
+        if truth is not None and 0 < int(truth.sum()) < truth.numel():
             from lightning_segqa.visuals import plot_detection_curves
 
             figure = plot_detection_curves(report.scores, report.is_mislabeled)
