@@ -64,6 +64,7 @@ class LabelQualityMonitor(Callback):
         on_fail: what a failed gate does: ``"warn"``, ``"stop"`` (``trainer.should_stop``) or
             ``"raise"`` (:class:`~lightning_segqa.gate.LabelQualityError`).
         validate_args: check inputs on every batch (one device sync per batch).
+        draw_pictures: draw the ``top_k`` suspects (set False to log numbers and tables only).
 
     Examples:
         >>> monitor = LabelQualityMonitor(num_classes=12, top_k=8, ignore_index=255)
@@ -96,6 +97,7 @@ class LabelQualityMonitor(Callback):
         max_suspect_fraction: float | None = None,
         on_fail: str = "warn",
         validate_args: bool = True,
+        draw_pictures: bool = True,
     ) -> None:
         super().__init__()
         self.metric = LabelQuality(
@@ -134,7 +136,7 @@ class LabelQualityMonitor(Callback):
         per_image = [m for m in self.metric.methods if m in (*LOCAL_METHODS, "connected_components")]
         self.heap_method = rank_by if rank_by in per_image else (per_image[0] if per_image else None)
         self.heap = SuspectHeap(top_k if self.heap_method else 0, downsample=downsample)
-        self.metric.keep_last_batch = self.heap.k > 0
+        self.draw_pictures = draw_pictures
         self.report: LabelQualityReport | None = None
         self.decision: GateDecision | None = None
         self.last_states: dict[str, Tensor] | None = None
@@ -155,6 +157,7 @@ class LabelQualityMonitor(Callback):
         self.metric.to(pl_module.device)
         self.metric.reset()
         self.heap.clear()
+        self.metric.keep_last_batch = self.draw_pictures and self.heap.k > 0
         self._active = not trainer.sanity_checking and (
             trainer.state.fn != "fit" or (trainer.current_epoch + 1) % self.every_n_epochs == 0
         )
@@ -246,7 +249,7 @@ class LabelQualityMonitor(Callback):
 
         key = f"{self.log_prefix}{tag}"
         adapters = adapters_for(trainer.loggers)
-        suspects = self.suspect_images(report)
+        suspects = self.suspect_images(report) if self.draw_pictures else []
         rows = report_rows(report, self.rank_by, self.top_k or 10)
         columns = ["rank", "index", *(SHORT_NAMES[m] for m in report.methods)]
         if report.is_mislabeled is not None:

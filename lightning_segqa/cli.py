@@ -12,7 +12,9 @@ from lightning_segqa.models import ARCHITECTURES
 def _training_args(p: argparse.ArgumentParser, epochs: int, folds: int) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--arch", choices=ARCHITECTURES, default="fpn", help="model architecture (default: fpn)")
-    g.add_argument("--encoder", default="resnet18", help="segmentation-models-pytorch encoder (no weights)")
+    g.add_argument("--encoder", default="mobilenet_v2", help="segmentation-models-pytorch encoder, no pretrained "
+                   "weights (default: mobilenet_v2)")
+    g.add_argument("--decoder-channels", type=int, default=64, help="decoder width (default: 64; 0 = library default)")
     g.add_argument("--epochs", type=int, default=epochs, help=f"epochs per fold (default: {epochs})")
     g.add_argument("--folds", type=int, default=folds, help=f"cross-validation folds (default: {folds})")
     g.add_argument("--batch-size", type=int, default=16)
@@ -30,7 +32,8 @@ def _config(args: argparse.Namespace):  # noqa: ANN202
     for name in ("epochs", "folds", "batch_size"):
         if getattr(args, name) < (2 if name == "folds" else 1):
             raise SystemExit(f"segqa: --{name.replace('_', '-')} must be at least {2 if name == 'folds' else 1}.")
-    return TrainingConfig(arch=args.arch, encoder=args.encoder, epochs=args.epochs, folds=args.folds,
+    return TrainingConfig(arch=args.arch, encoder=args.encoder, decoder_channels=args.decoder_channels or None,
+                          epochs=args.epochs, folds=args.folds,
                           batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed,
                           checkpoint=args.checkpoint, progress=not args.no_progress)
 

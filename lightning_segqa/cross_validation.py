@@ -79,6 +79,8 @@ class CrossValidation:
         trainer_kwargs: passed to each fold's ``Trainer`` (e.g. ``max_epochs``, ``accelerator``).
         checkpoint: which weights score the held-out fold: ``"last"`` or ``"best"`` (lowest
             ``val_loss``).
+        pictures_every_epoch: draw suspects at every validation epoch of every fold; by default
+            only the held-out scoring and the merged report draw them (pictures cost time).
         callbacks: extra callbacks for every fold's ``Trainer`` (copied per fold).
         logger_factory: ``logger_factory(name, version) -> Logger``; default TensorBoard.
 
@@ -103,6 +105,7 @@ class CrossValidation:
         checkpoint: str = "last",
         callbacks: Sequence[Callback] = (),
         logger_factory: Callable[[str, str], Any] | None = None,
+        pictures_every_epoch: bool = False,
     ) -> None:
         if checkpoint not in CHECKPOINTS:
             raise ValueError(f"`checkpoint` must be one of {CHECKPOINTS}, got {checkpoint!r}.")
@@ -124,6 +127,7 @@ class CrossValidation:
         self.logger_factory = logger_factory or (
             lambda name, version: TensorBoardLogger(str(self.work_dir), name=name, version=version)
         )
+        self.pictures_every_epoch = pictures_every_epoch
         self.trained_folds: list[int] = []
 
     def fold_dir(self, fold: int) -> Path:
@@ -143,6 +147,7 @@ class CrossValidation:
         train_idx = [i for i in range(len(self.dataset)) if i not in held]
         monitor = copy.deepcopy(self.monitor)
         monitor.report_dir = self.fold_dir(fold)
+        monitor.draw_pictures = self.pictures_every_epoch
         ckpt = ModelCheckpoint(dirpath=self.fold_dir(fold) / "checkpoints", monitor="val_loss", mode="min",
                                save_last=True, save_top_k=1)
         kwargs = {"enable_model_summary": False, **self.trainer_kwargs}
@@ -152,6 +157,7 @@ class CrossValidation:
         val_loader = self._loader(held_out, shuffle=False)
         trainer.fit(model, self._loader(train_idx, shuffle=True), val_loader)
         ckpt_path = ckpt.best_model_path if self.checkpoint == "best" and ckpt.best_model_path else ckpt.last_model_path
+        monitor.draw_pictures = True
         trainer.validate(model, val_loader, ckpt_path=ckpt_path or None, verbose=False)
         states = monitor.last_states
         if states is None:

@@ -38,8 +38,13 @@ class TinySegNet(nn.Module):
         return self.net(x)
 
 
-def build_model(arch: str, num_classes: int, encoder: str = "resnet18", in_channels: int = 3) -> nn.Module:
+def build_model(
+    arch: str, num_classes: int, encoder: str = "resnet18", in_channels: int = 3, decoder_channels: int | None = None
+) -> nn.Module:
     """A segmentation network: ``tiny`` or a segmentation-models-pytorch one without pretrained weights.
+
+    ``decoder_channels`` narrows the decoder (FPN pyramid, DeepLabV3+ decoder, U-Net's last
+    stage) for speed on CPU; None keeps segmentation-models-pytorch's defaults.
 
     Examples:
         >>> build_model("tiny", 5)(torch.zeros(2, 3, 32, 32)).shape
@@ -53,8 +58,16 @@ def build_model(arch: str, num_classes: int, encoder: str = "resnet18", in_chann
         import segmentation_models_pytorch as smp
     except ImportError as err:  # pragma: no cover - depends on the install
         raise ImportError("arch={arch!r} needs segmentation-models-pytorch: pip install 'lightning-segqa[demo]'") from err
+    kwargs: dict[str, Any] = {}
+    if decoder_channels is not None:
+        c = decoder_channels
+        kwargs = {
+            "fpn": {"decoder_pyramid_channels": c, "decoder_segmentation_channels": max(c // 2, 8)},
+            "deeplabv3plus": {"decoder_channels": c},
+            "unet": {"decoder_channels": (c * 8, c * 4, c * 2, c, max(c // 2, 8))},
+        }[arch]
     cls = {"fpn": smp.FPN, "deeplabv3plus": smp.DeepLabV3Plus, "unet": smp.Unet}[arch]
-    return cls(encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes)
+    return cls(encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes, **kwargs)
 
 
 class SegmentationModule(LightningModule):
@@ -70,6 +83,7 @@ class SegmentationModule(LightningModule):
         encoder: segmentation-models-pytorch encoder name.
         lr: Adam learning rate.
         ignore_index: class id left out of the loss.
+        decoder_channels: narrower decoder for speed (see :func:`build_model`).
 
     Examples:
         >>> module = SegmentationModule(num_classes=3, arch="tiny")
@@ -86,10 +100,11 @@ class SegmentationModule(LightningModule):
         encoder: str = "resnet18",
         lr: float = 1e-3,
         ignore_index: int | None = None,
+        decoder_channels: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = build_model(arch, num_classes, encoder)
+        self.model = build_model(arch, num_classes, encoder, decoder_channels=decoder_channels)
         self.lr = lr
         self.ignore_index = -100 if ignore_index is None else ignore_index
 

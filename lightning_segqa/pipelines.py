@@ -25,7 +25,8 @@ class TrainingConfig:
     """
 
     arch: str = "fpn"
-    encoder: str = "resnet18"
+    encoder: str = "mobilenet_v2"
+    decoder_channels: int | None = 64
     epochs: int = 8
     folds: int = 3
     batch_size: int = 16
@@ -74,7 +75,7 @@ def run_cross_validation(
     )
     cv = CrossValidation(
         lambda fold: SegmentationModule(num_classes, arch=config.arch, encoder=config.encoder, lr=config.lr,
-                                        ignore_index=ignore_index),
+                                        ignore_index=ignore_index, decoder_channels=config.decoder_channels),
         dataset,
         monitor,
         work_dir,

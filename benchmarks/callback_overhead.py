@@ -1,0 +1,83 @@
+"""The callback's share of validation-epoch time, with and without it, side by side in one run.
+
+A small segmentation-models-pytorch model (FPN, mobilenet_v2 encoder, no weights) validates
+built-in scenes at 96x128 on the CPU. Runs are interleaved (without, with, without, ...) and
+the median is reported, because this machine is shared and noisy.
+
+    python benchmarks/callback_overhead.py            # defaults: 64 images, 5 rounds
+    python benchmarks/callback_overhead.py --quick    # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+import warnings
+
+import torch
+from lightning.pytorch import Callback, Trainer
+from torch.utils.data import DataLoader
+
+from lightning_segqa.callback import LabelQualityMonitor
+from lightning_segqa.data import STREET_CLASSES, TensorSegmentationDataset, make_street_scenes
+from lightning_segqa.models import SegmentationModule
+
+warnings.filterwarnings("ignore")
+
+
+class EpochTimer(Callback):
+    def on_validation_epoch_start(self, trainer, pl_module):
+        self.start = time.perf_counter()
+
+    def on_validation_epoch_end(self, trainer, pl_module):
+        # registered after the monitor, so its epoch-end work (compute, logging) is included
+        self.seconds = time.perf_counter() - self.start
+
+
+def validate_once(model, loader, monitor):
+    timer = EpochTimer()
+    callbacks = [monitor, timer] if monitor is not None else [timer]
+    trainer = Trainer(logger=False, callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
+                      accelerator="cpu", devices=1)
+    trainer.validate(model, loader, verbose=False)
+    return timer.seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args()
+    if args.quick:
+        args.images, args.rounds = 16, 2
+    k = len(STREET_CLASSES)
+    images, masks = make_street_scenes(args.images, 96, 128, seed=0)
+    loader = DataLoader(TensorSegmentationDataset(images, masks), batch_size=args.batch_size)
+    model = SegmentationModule(k, arch="fpn", encoder="mobilenet_v2", decoder_channels=64).eval()
+    configs = {
+        "without callback": lambda: None,
+        "monitor, softmin only": lambda: LabelQualityMonitor(k, methods=["softmin"], draw_pictures=False),
+        "monitor, all 7 methods": lambda: LabelQualityMonitor(k, draw_pictures=False),
+        "monitor, all 7 + 10 pictures": lambda: LabelQualityMonitor(k, top_k=10),
+    }
+    validate_once(model, loader, None)  # warm-up
+    times: dict[str, list[float]] = {name: [] for name in configs}
+    for _ in range(args.rounds):
+        for name, make in configs.items():
+            times[name].append(validate_once(model, loader, make()))
+    base = statistics.median(times["without callback"])
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images} images 96x128, "
+          f"batch {args.batch_size}, {args.rounds} interleaved rounds (median)")
+    print(f"{'configuration':32s} {'epoch s':>8s} {'overhead':>9s}")
+    for name, values in times.items():
+        med = statistics.median(values)
+        print(f"{name:32s} {med:8.3f} {100 * (med - base) / base:8.1f}%")
+    over = 100 * (statistics.median(times["monitor, all 7 methods"]) - base) / base
+    print(f"target: all 7 methods without pictures under 5% overhead: {'PASS' if over < 5 else 'MISS'} ({over:.1f}%)")
+
+
+if __name__ == "__main__":
+    main()
