@@ -18,7 +18,7 @@ from lightning_segqa.functional.confident import (
     confident_stats,
     issue_counts_per_image,
 )
-from lightning_segqa.functional.pixel import local_scores
+from lightning_segqa.functional.pixel import LOCAL_METHODS, local_scores, pixel_pass
 from lightning_segqa.functional.pooling import downsample as _downsample
 from lightning_segqa.functional.thresholded import (
     DEFAULT_THRESHOLDS,
@@ -28,7 +28,6 @@ from lightning_segqa.functional.thresholded import (
 )
 from lightning_segqa.report import METHODS, LabelQualityReport
 
-LOCAL_METHODS = ("softmin", "confidence_in_label", "correctly_classified_pixels", "iou")
 _CL_STATES = ("cl_sums", "cl_counts", "cl_mis_counts", "cl_mis_s", "cl_mis_pmax", "cl_low_counts", "cl_low_s", "cl_valid")
 
 
@@ -113,6 +112,7 @@ class LabelQuality(Metric):
         self.connectivity = connectivity
         self.validate_args = validate_args
         self.register_buffer("grid", threshold_grid(thresholds), persistent=False)
+        self._uniform_grid = thresholds if isinstance(thresholds, int) else None
         #: when True, ``last_batch`` holds the latest prepared inputs and per-image scores
         #: (used by the callback to draw suspects without a second pass over the batch)
         self.keep_last_batch = False
@@ -168,15 +168,14 @@ class LabelQuality(Metric):
         new: dict[str, Tensor] = {"indexes": idx, "is_mislabeled": truth}
         num_valid = prepared.valid.reshape(b, -1).sum(-1)
         new["num_valid"] = num_valid.float()
-        if any(m in self.methods for m in LOCAL_METHODS):
-            local = local_scores(prepared, self.temperature)
-            for m in LOCAL_METHODS:
-                if m in self.methods:
-                    new[f"score_{m}"] = local[m].float()
+        local_methods = [m for m in LOCAL_METHODS if m in self.methods]
+        if local_methods:
+            for m, value in local_scores(prepared, self.temperature, local_methods).items():
+                new[f"score_{m}"] = value.float()
         if "thresholded_ccp" in self.methods:
-            new["tccp_counts"] = tccp_counts(prepared, self.grid).flatten().float()
+            new["tccp_counts"] = tccp_counts(prepared, self.grid, self._uniform_grid).flatten().float()
         if "connected_components" in self.methods or "confident_learning_counts" in self.methods:
-            small = _downsample(prepared, self.downsample)
+            small = pixel_pass(_downsample(prepared, self.downsample))
             if "connected_components" in self.methods:
                 new["score_connected_components"] = coco_from_prepared(small, self.connectivity).float()
             if "confident_learning_counts" in self.methods:

@@ -109,11 +109,11 @@ class SegmentationModule(LightningModule):
         self.ignore_index = -100 if ignore_index is None else ignore_index
 
     def forward(self, x: Tensor) -> Tensor:
-        """Logits ``(B, K, H, W)``; inputs are padded to a multiple of 32 and cropped back."""
+        """Logits ``(B, K, H, W)``; inputs are padded (edge values) to a multiple of 32 and cropped back."""
         h, w = x.shape[-2:]
         ph, pw = (-h) % 32, (-w) % 32
         if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph), mode="reflect")
+            x = F.pad(x, (0, pw, 0, ph), mode="replicate")
         return self.model(x)[..., :h, :w]
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:

@@ -27,11 +27,13 @@ class PreparedInputs:
         probs: ``(B, K, *spatial)`` probabilities in float32 (float64 kept as is).
         target: ``(B, *spatial)`` int64 class ids; ignored pixels hold 0.
         valid: ``(B, *spatial)`` bool, False at ignored pixels.
+        all_valid: True when no pixel is ignored (lets scores skip masking).
     """
 
     probs: Tensor
     target: Tensor
     valid: Tensor
+    all_valid: bool = False
 
 
 def check_format(input_format: str) -> None:
@@ -123,6 +125,8 @@ def prepare_inputs(
     if validate_args or fmt == "auto":
         fmt = _validate_values(preds, target, valid, k, ignore_index, fmt, validate_args)
     probs = preds.softmax(dim=1) if fmt == "logits" else preds
+    if ignore_index is None:
+        return PreparedInputs(probs=probs, target=target, valid=valid, all_valid=True)
     safe_target = torch.where(valid, target, torch.zeros_like(target))
     return PreparedInputs(probs=probs, target=safe_target, valid=valid)
 

@@ -20,11 +20,12 @@ from torch import Tensor
 
 from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs
 from lightning_segqa.functional.components import label_connected_components
+from lightning_segqa.functional.pixel import PixelPass, pixel_pass
 from lightning_segqa.functional.pooling import downsample as _downsample
 
 
-def coco_from_prepared(prepared: PreparedInputs, connectivity: int = 1) -> Tensor:
-    """CoCo score of each image from prepared (already downsampled) inputs.
+def coco_from_prepared(prepared: PreparedInputs | PixelPass, connectivity: int = 1) -> Tensor:
+    """CoCo score of each image from prepared (already downsampled) inputs or their pixel pass.
 
     Examples:
         >>> import torch
@@ -32,12 +33,13 @@ def coco_from_prepared(prepared: PreparedInputs, connectivity: int = 1) -> Tenso
         >>> coco_from_prepared(prepare_inputs(probs, torch.tensor([[[0, 0, 1]]])))
         tensor([0.4250])
     """
-    probs, target, valid = prepared.probs, prepared.target, prepared.valid
-    b, k = probs.shape[:2]
-    pred = probs.argmax(1)
-    s = probs.gather(1, target.unsqueeze(1)).squeeze(1)
-    ids, num = label_connected_components(pred * k + target, connectivity=connectivity, valid=valid)
-    ids, s, target, valid = ids.reshape(b, -1), s.reshape(b, -1), target.reshape(b, -1), valid.reshape(b, -1)
+    pp = prepared if isinstance(prepared, PixelPass) else pixel_pass(prepared)
+    b, k = pp.s.shape[0], pp.num_classes
+    s, target = pp.s, pp.target
+    valid = torch.ones_like(target, dtype=torch.bool) if pp.valid is None else pp.valid
+    code = (pp.pred() * k + target.view(b, *pp.shape))
+    ids, num = label_connected_components(code, connectivity=connectivity, valid=valid.view(b, *pp.shape))
+    ids = ids.reshape(b, -1)
     offsets = torch.cumsum(num, 0) - num
     gid = (ids + offsets.view(b, 1))[valid]
     total = int(num.sum()) if num.numel() else 0
@@ -55,7 +57,7 @@ def coco_from_prepared(prepared: PreparedInputs, connectivity: int = 1) -> Tenso
     cls_n = torch.zeros(b * k, dtype=dtype, device=s.device).index_add_(0, cls, torch.ones_like(s_c))
     present = cls_n.view(b, k) > 0
     cls_mean = torch.where(present, cls_sum.view(b, k) / cls_n.view(b, k).clamp_min(1), 0)
-    return (cls_mean.sum(-1) / present.sum(-1)).to(probs.dtype)
+    return (cls_mean.sum(-1) / present.sum(-1)).to(s.dtype)
 
 
 def connected_components(

@@ -34,6 +34,7 @@ import torch
 from torch import Tensor
 
 from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs
+from lightning_segqa.functional.pixel import PixelPass, pixel_pass
 from lightning_segqa.functional.pooling import downsample as _downsample
 
 THRESHOLD_LOWER_BOUND = 2e-6
@@ -65,7 +66,7 @@ class ConfidentStats:
     num_valid: Tensor
 
 
-def confident_stats(prepared: PreparedInputs) -> ConfidentStats:
+def confident_stats(prepared: PreparedInputs | PixelPass) -> ConfidentStats:
     """Collect one batch's confident-learning statistics at its (working) resolution.
 
     Examples:
@@ -75,30 +76,35 @@ def confident_stats(prepared: PreparedInputs) -> ConfidentStats:
         >>> st.mis_s.tolist(), st.mis_counts.tolist()
         ([0.20000000298023224], [[0, 1]])
     """
-    probs, target, valid = prepared.probs, prepared.target, prepared.valid
-    b, k = probs.shape[:2]
-    probs = probs.reshape(b, k, -1)
-    target, valid = target.reshape(b, -1), valid.reshape(b, -1)
-    pmax, pred = probs.max(dim=1)
-    s = probs.gather(1, target.unsqueeze(1)).squeeze(1)
-    img = torch.arange(b, device=probs.device).view(b, 1).expand_as(target)
-    code = (img * k + target)[valid]
-    class_sums = torch.zeros(b * k, dtype=torch.float64, device=probs.device)
-    class_sums.index_add_(0, code, s[valid].double())
+    pp = prepared if isinstance(prepared, PixelPass) else pixel_pass(prepared)
+    b, npix = pp.s.shape
+    k = pp.num_classes
+    dev = pp.s.device
+    code = (pp.target + (torch.arange(b, device=dev) * k).unsqueeze(1)).view(-1)
+    s_flat = pp.s.reshape(-1)
+    if pp.valid is not None:
+        keep = pp.valid.view(-1)
+        code, s_valid = code[keep], s_flat[keep]
+    else:
+        s_valid = s_flat
+    class_sums = torch.bincount(code, weights=s_valid.double(), minlength=b * k)
     class_counts = torch.bincount(code, minlength=b * k).view(b, k).int()
-    mis = valid & (pred != target)
-    mis_code = (img * k + pred)[mis]
-    order = torch.argsort(mis_code, stable=True)
-    low = valid & (pred == target) & (s <= 0.5)
+    mis_code = pp.mis_idx // npix * k + pp.mis_pred
+    order = torch.argsort(mis_code, stable=True)  # group by image, then predicted class
+    mis_pos = pp.mis_idx[order]
+    low = (s_flat <= 0.5) & (s_flat >= pp.pmax.reshape(-1))  # correctly classified, low confidence
+    if pp.valid is not None:
+        low &= pp.valid.view(-1)
+    low_pos = low.nonzero().squeeze(1)
     return ConfidentStats(
         class_sums=class_sums.view(b, k),
         class_counts=class_counts,
         mis_counts=torch.bincount(mis_code, minlength=b * k).view(b, k).int(),
-        mis_s=s[mis][order].float(),
-        mis_pmax=pmax[mis][order].float(),
-        low_counts=low.sum(-1).int(),
-        low_s=s[low].float(),
-        num_valid=valid.sum(-1),
+        mis_s=s_flat[mis_pos].float(),
+        mis_pmax=pp.pmax.reshape(-1)[mis_pos].float(),
+        low_counts=torch.bincount(low_pos // npix, minlength=b).int(),
+        low_s=s_flat[low_pos].float(),
+        num_valid=pp.num_valid,
     )
 
 
@@ -163,7 +169,7 @@ def issue_counts_per_image(mis_counts: Tensor, mis_s: Tensor, cutoff: Tensor) ->
     return torch.zeros_like(per_image).index_add_(0, img, flagged)
 
 
-def issue_mask(prepared: PreparedInputs, cutoff: Tensor | float) -> Tensor:
+def issue_mask(prepared: PreparedInputs | PixelPass, cutoff: Tensor | float) -> Tensor:
     """Per-pixel confident-learning issues ``(B, *spatial)`` given a dataset-level ``cutoff``.
 
     Examples:
@@ -172,10 +178,34 @@ def issue_mask(prepared: PreparedInputs, cutoff: Tensor | float) -> Tensor:
         >>> issue_mask(p, 0.2)
         tensor([[[False,  True]]])
     """
-    probs, target, valid = prepared.probs, prepared.target, prepared.valid
-    pred = probs.argmax(1)
-    s = probs.gather(1, target.unsqueeze(1)).squeeze(1)
-    return valid & (pred != target) & (s <= torch.as_tensor(cutoff, dtype=s.dtype, device=s.device))
+    pp = prepared if isinstance(prepared, PixelPass) else pixel_pass(prepared)
+    cut = torch.as_tensor(cutoff, dtype=pp.s.dtype, device=pp.s.device)
+    flagged = pp.mis_idx[pp.s.reshape(-1)[pp.mis_idx] <= cut]
+    mask = torch.zeros(pp.s.numel(), dtype=torch.bool, device=pp.s.device)
+    mask[flagged] = True
+    return mask.view(pp.s.shape[0], *pp.shape)
+
+
+def _batch_cutoff(pp: PixelPass) -> Tensor:
+    """The cutoff of one batch taken as the whole dataset, straight from a pixel pass."""
+    k = pp.num_classes
+    s_flat = pp.s.reshape(-1)
+    target = pp.target.reshape(-1)
+    if pp.valid is not None:
+        keep = pp.valid.view(-1)
+        target, s_valid = target[keep], s_flat[keep]
+    else:
+        s_valid = s_flat
+    sums = torch.bincount(target, weights=s_valid.double(), minlength=k)
+    counts = torch.bincount(target, minlength=k).double()
+    thresholds = (sums / counts.clamp_min(1)).clamp_min(THRESHOLD_LOWER_BOUND)
+    mis_pmax = pp.pmax.reshape(-1)[pp.mis_idx].double()
+    num_issues = int((mis_pmax >= (thresholds - COMPARISON_EPS)[pp.mis_pred]).sum())
+    if num_issues == 0:
+        return torch.tensor(float("-inf"), device=s_flat.device)
+    # every mispredicted pixel has s <= 0.5, so the num_issues lowest s all lie in s <= 0.5
+    candidates = s_valid[s_valid <= 0.5]
+    return torch.kthvalue(candidates.float(), num_issues).values
 
 
 def find_label_issues(
@@ -215,10 +245,8 @@ def find_label_issues(
                        validate_args=validate_args),
         downsample,
     )
-    st = confident_stats(prepared)
-    cutoff = confident_cutoff(st.class_sums, st.class_counts, st.mis_counts, st.mis_s,
-                              st.mis_pmax, st.low_s)[2]
-    return issue_mask(prepared, cutoff)
+    pp = pixel_pass(prepared)
+    return issue_mask(pp, _batch_cutoff(pp))
 
 
 def confident_learning_counts(
@@ -256,8 +284,6 @@ def confident_learning_counts(
                        validate_args=validate_args),
         downsample,
     )
-    st = confident_stats(prepared)
-    cutoff = confident_cutoff(st.class_sums, st.class_counts, st.mis_counts, st.mis_s,
-                              st.mis_pmax, st.low_s)[2]
-    flagged = issue_counts_per_image(st.mis_counts, st.mis_s, cutoff)
-    return (1 - flagged.double() / st.num_valid.double()).float()
+    pp = pixel_pass(prepared)
+    flagged = issue_mask(pp, _batch_cutoff(pp)).reshape(pp.s.shape[0], -1).sum(-1)
+    return (1 - flagged.double() / pp.num_valid.double()).float()

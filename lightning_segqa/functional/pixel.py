@@ -8,10 +8,15 @@ scores NaN.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor
 
 from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs
+
+LOCAL_METHODS = ("softmin", "confidence_in_label", "correctly_classified_pixels", "iou")
 
 
 def _flat(x: Tensor, keep: int) -> Tensor:
@@ -60,27 +65,104 @@ def pixel_label_scores(
     return label_probabilities(prepared)
 
 
-def _softmin_from_pixels(s: Tensor, valid: Tensor, temperature: float) -> Tensor:
-    """Softmin over the last dimension of ``s`` (B, P), restricted to ``valid``."""
-    big = torch.finfo(s.dtype).max
-    masked = torch.where(valid, s, torch.full_like(s, big))
-    smin = masked.amin(dim=-1, keepdim=True)
-    w = torch.exp((smin - masked) / temperature)  # exp(0) at the minimum, 0 at invalid pixels
-    w = torch.where(valid, w, torch.zeros_like(w))
-    s0 = torch.where(valid, s, torch.zeros_like(s))
-    return (s0 * w).sum(-1) / w.sum(-1)
+def _softmin_from_pixels(s: Tensor, valid: Tensor | None, temperature: float) -> Tensor:
+    """Softmin over the last dimension of ``s`` (B, P), restricted to ``valid`` (None: all)."""
+    if valid is None:
+        w = torch.exp((s.amin(dim=-1, keepdim=True) - s) * (1.0 / temperature))
+        return (s * w).sum(-1) / w.sum(-1)
+    masked = torch.where(valid, s, torch.full_like(s, torch.finfo(s.dtype).max))
+    w = torch.exp((masked.amin(dim=-1, keepdim=True) - masked) * (1.0 / temperature))
+    w = torch.where(valid, w, torch.zeros_like(w))  # an image with no valid pixel gives 0/0 = NaN
+    return (s * w).sum(-1) / w.sum(-1)
 
 
-def local_scores(prepared: PreparedInputs, temperature: float = 0.1) -> dict[str, Tensor]:
-    """All pixel-local image scores of one batch, sharing the per-pixel work.
+@dataclass
+class PixelPass:
+    """Per-pixel quantities from one pass over the probabilities, flattened to ``(B, P)``.
+
+    The argmax is only resolved where the annotated class is not the most probable one: a
+    pixel counts as correctly classified when ``s_ij`` equals the largest probability (ties
+    go to the annotation), and ``mis_pred`` holds the first most probable class of the others.
+
+    Attributes:
+        s: ``(B, P)`` probability of the annotated class (0 at ignored pixels).
+        pmax: ``(B, P)`` largest probability.
+        target: ``(B, P)`` annotated class (0 at ignored pixels).
+        valid: ``(B, P)`` bool, or None when no pixel is ignored.
+        num_valid: ``(B,)`` valid pixels per image.
+        mis_idx: ``(M,)`` flat positions (into ``B * P``) of valid mispredicted pixels.
+        mis_pred: ``(M,)`` their predicted class.
+        shape: spatial shape of the images.
+        num_classes: ``K``.
+    """
+
+    s: Tensor
+    pmax: Tensor
+    target: Tensor
+    valid: Tensor | None
+    num_valid: Tensor
+    mis_idx: Tensor
+    mis_pred: Tensor
+    shape: tuple[int, ...]
+    num_classes: int
+
+    def pred(self) -> Tensor:
+        """``(B, *spatial)`` predicted mask (the annotation where it is among the most probable)."""
+        pred = self.target.clone()
+        pred.view(-1)[self.mis_idx] = self.mis_pred
+        return pred.view(pred.shape[0], *self.shape)
+
+
+def pixel_pass(prepared: PreparedInputs) -> PixelPass:
+    """Compute :class:`PixelPass` from prepared inputs.
+
+    Examples:
+        >>> import torch
+        >>> p = prepare_inputs(torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]]), torch.tensor([[[0, 0]]]))
+        >>> pp = pixel_pass(p)
+        >>> pp.s, pp.mis_idx, pp.mis_pred
+        (tensor([[0.9000, 0.2000]]), tensor([1]), tensor([1]))
+    """
+    probs, target, valid = prepared.probs, prepared.target, prepared.valid
+    b, k = probs.shape[:2]
+    shape = tuple(target.shape[1:])
+    flat = probs.reshape(b, k, -1)
+    npix = flat.shape[2]
+    target = target.reshape(b, -1)
+    s = flat.gather(1, target.unsqueeze(1)).squeeze(1)
+    pmax = flat.amax(dim=1)
+    all_valid = prepared.all_valid
+    v = None if all_valid else valid.reshape(b, -1)
+    wrong = s < pmax if v is None else (s < pmax) & v
+    mis_idx = wrong.view(-1).nonzero().squeeze(1)
+    img, pix = mis_idx // npix, mis_idx % npix
+    rows = (img * (k * npix) + pix).unsqueeze(1) + torch.arange(k, device=probs.device) * npix
+    mis_pred = flat.reshape(-1)[rows].max(dim=1).indices
+    if v is not None:
+        s = torch.where(v, s, torch.zeros_like(s))
+        num_valid = v.sum(-1)
+    else:
+        num_valid = torch.full((b,), npix, device=probs.device, dtype=torch.long)
+    return PixelPass(s=s, pmax=pmax, target=target, valid=v, num_valid=num_valid, mis_idx=mis_idx,
+                     mis_pred=mis_pred, shape=shape, num_classes=k)
+
+
+def local_scores(
+    prepared: PreparedInputs | PixelPass,
+    temperature: float = 0.1,
+    methods: Sequence[str] = LOCAL_METHODS,
+) -> dict[str, Tensor]:
+    """The pixel-local image scores of one batch from a single pass over the probabilities.
 
     Args:
-        prepared: output of :func:`~lightning_segqa.functional._inputs.prepare_inputs`.
+        prepared: output of :func:`~lightning_segqa.functional._inputs.prepare_inputs`, or a
+            :class:`PixelPass` already computed from it.
         temperature: softmin temperature.
+        methods: which of ``softmin``, ``confidence_in_label``,
+            ``correctly_classified_pixels``, ``iou`` to compute.
 
     Returns:
-        Dict with ``softmin``, ``confidence_in_label``, ``correctly_classified_pixels`` and
-        ``iou``, each ``(B,)``; plus ``num_valid`` ``(B,)`` and ``pred`` ``(B, *spatial)``.
+        Dict of ``(B,)`` scores for the requested methods.
 
     Examples:
         >>> import torch
@@ -89,34 +171,38 @@ def local_scores(prepared: PreparedInputs, temperature: float = 0.1) -> dict[str
         >>> round(out["confidence_in_label"].item(), 4), out["correctly_classified_pixels"].item()
         (0.55, 0.5)
     """
-    probs, target, valid = prepared.probs, prepared.target, prepared.valid
-    b, k = probs.shape[:2]
-    pmax, pred = probs.max(dim=1)
-    s = probs.gather(1, target.unsqueeze(1)).squeeze(1)
-    s_flat, valid_flat = _flat(s, 1), _flat(valid, 1)
-    n_valid = valid_flat.sum(-1)
-    denom = n_valid.to(s.dtype)
-    s_valid = torch.where(valid_flat, s_flat, torch.zeros_like(s_flat))
-    correct = (_flat(pred, 1) == _flat(target, 1)) & valid_flat
-    return {
-        "softmin": _softmin_from_pixels(s_flat, valid_flat, temperature),
-        "confidence_in_label": s_valid.sum(-1) / denom,
-        "correctly_classified_pixels": correct.sum(-1).to(s.dtype) / denom,
-        "iou": _mean_iou(_flat(pred, 1), _flat(target, 1), valid_flat, correct, k).to(s.dtype),
-        "num_valid": n_valid,
-        "pred": pred,
-    }
+    pp = prepared if isinstance(prepared, PixelPass) else pixel_pass(prepared)
+    s, valid = pp.s, pp.valid
+    b = s.shape[0]
+    denom = pp.num_valid.to(s.dtype)
+    out: dict[str, Tensor] = {}
+    if "softmin" in methods:
+        out["softmin"] = _softmin_from_pixels(s, valid, temperature)
+    if "confidence_in_label" in methods:
+        out["confidence_in_label"] = s.sum(-1) / denom
+    num_mis = torch.bincount(pp.mis_idx // s.shape[1], minlength=b)
+    if "correctly_classified_pixels" in methods:
+        out["correctly_classified_pixels"] = (pp.num_valid - num_mis).to(s.dtype) / denom
+    if "iou" in methods:
+        out["iou"] = _mean_iou(pp).to(s.dtype)
+    return out
 
 
-def _mean_iou(pred: Tensor, target: Tensor, valid: Tensor, correct: Tensor, k: int) -> Tensor:
+def _mean_iou(pp: PixelPass) -> Tensor:
     """Mean IoU per image over classes present in the label or the prediction."""
-    b = pred.shape[0]
-    offset = (torch.arange(b, device=pred.device) * k).unsqueeze(1)
-    w = valid.to(torch.float32).flatten()
-    area_pred = torch.bincount((pred + offset).flatten(), weights=w, minlength=b * k)
-    area_true = torch.bincount((target + offset).flatten(), weights=w, minlength=b * k)
-    inter = torch.bincount((target + offset).flatten(), weights=correct.flatten().float(), minlength=b * k)
-    inter, union = inter.view(b, k), (area_pred + area_true).view(b, k) - inter.view(b, k)
+    b, npix = pp.s.shape
+    k = pp.num_classes
+    offset = (torch.arange(b, device=pp.s.device) * k).unsqueeze(1)
+    code = (pp.target + offset).view(-1)
+    if pp.valid is None:
+        area_true = torch.bincount(code, minlength=b * k)
+    else:
+        area_true = torch.bincount(code[pp.valid.view(-1)], minlength=b * k)
+    mis_true = torch.bincount(code[pp.mis_idx], minlength=b * k)
+    mis_pred = torch.bincount(pp.mis_idx // npix * k + pp.mis_pred, minlength=b * k)
+    inter = area_true - mis_true
+    union = (area_true + mis_pred).view(b, k).double()  # |true| + |pred| - |true & pred|
+    inter = inter.view(b, k).double()
     present = union > 0
     iou = torch.where(present, inter / union.clamp_min(1), torch.zeros_like(union))
     return iou.sum(-1) / present.sum(-1)
@@ -138,7 +224,13 @@ def _public(name: str, doc_example: str):  # noqa: ANN202 - small factory for th
             preds, target, ignore_index=ignore_index, input_format=input_format,
             validate_args=validate_args,
         )
-        return local_scores(prepared, temperature)[name]
+        if name == "softmin":  # needs only s: skip the rest of the pass
+            b = prepared.target.shape[0]
+            t = prepared.target.reshape(b, 1, -1)
+            s = prepared.probs.reshape(b, prepared.probs.shape[1], -1).gather(1, t).squeeze(1)
+            valid = None if prepared.all_valid else prepared.valid.reshape(b, -1)
+            return _softmin_from_pixels(s, valid, temperature)
+        return local_scores(prepared, temperature, (name,))[name]
 
     score.__name__ = score.__qualname__ = name
     score.__doc__ = doc_example

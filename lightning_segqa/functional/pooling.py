@@ -67,14 +67,22 @@ def downsample(prepared: PreparedInputs, factor: int) -> PreparedInputs:
     b, k = probs.shape[:2]
     vb = _blocks(valid, 1, factor)  # (B, *small, f^nd)
     counts = vb.sum(-1)
-    w = vb.to(probs.dtype).unsqueeze(1)
-    psum = (_blocks(probs, 2, factor) * w).sum(-1)  # (B, K, *small)
-    total = psum.sum(1, keepdim=True)
-    small_probs = psum / total.clamp_min(torch.finfo(probs.dtype).tiny)
-    small_probs = torch.where(counts.unsqueeze(1) > 0, small_probs, torch.full_like(small_probs, 1.0 / k))
+    nd = len(spatial)
+    if prepared.all_valid and not any(pad) and nd in (2, 3):
+        pool = F.avg_pool2d if nd == 2 else F.avg_pool3d
+        small_probs = pool(probs, factor)
+        small_probs = small_probs / small_probs.sum(1, keepdim=True)
+    else:
+        w = vb.to(probs.dtype).unsqueeze(1)
+        psum = (_blocks(probs, 2, factor) * w).sum(-1)  # (B, K, *small)
+        total = psum.sum(1, keepdim=True)
+        small_probs = psum / total.clamp_min(torch.finfo(probs.dtype).tiny)
+        small_probs = torch.where(counts.unsqueeze(1) > 0, small_probs, torch.full_like(small_probs, 1.0 / k))
     tb = _blocks(target, 1, factor)
     n_small = tb[..., 0].numel()
     rows = torch.arange(n_small, device=tb.device).view(tb.shape[:-1]).unsqueeze(-1) * k
     votes = torch.bincount((rows + tb).flatten(), weights=vb.flatten().float(), minlength=n_small * k)
     small_target = votes.view(*tb.shape[:-1], k).argmax(-1)
-    return PreparedInputs(probs=small_probs, target=small_target, valid=counts > 0)
+    small_valid = counts > 0
+    return PreparedInputs(probs=small_probs, target=small_target, valid=small_valid,
+                          all_valid=prepared.all_valid and not any(pad))

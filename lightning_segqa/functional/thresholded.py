@@ -44,8 +44,20 @@ def threshold_grid(thresholds: int | Tensor, device: torch.device | None = None)
     return grid
 
 
-def tccp_counts(prepared: PreparedInputs, grid: Tensor) -> Tensor:
+def _bins(p: Tensor, grid: Tensor, uniform: int | None) -> Tensor:
+    """Number of grid thresholds strictly below each value (0..G), as int32."""
+    if uniform:  # grid j / G: p > j / G  <=>  j < ceil(p * G)
+        return (p * uniform).ceil_().clamp_(0, uniform).to(torch.int32)
+    return torch.bucketize(p.contiguous(), grid, right=False, out_int32=True)
+
+
+def tccp_counts(prepared: PreparedInputs, grid: Tensor, uniform: int | None = None) -> Tensor:
     """Per-image one-vs-rest correct counts ``(B, K, G)`` (int32) for every class and threshold.
+
+    Args:
+        prepared: checked inputs.
+        grid: ``(G,)`` thresholds.
+        uniform: ``G`` when ``grid`` is ``j / G`` (a faster exact path), else None.
 
     Examples:
         >>> import torch
@@ -57,23 +69,29 @@ def tccp_counts(prepared: PreparedInputs, grid: Tensor) -> Tensor:
     probs, target, valid = prepared.probs, prepared.target, prepared.valid
     b, k = probs.shape[:2]
     g = grid.numel()
-    probs = probs.reshape(b, k, -1)
-    target, valid = target.reshape(b, -1), valid.reshape(b, -1)
-    grid = grid.to(device=probs.device, dtype=probs.dtype)
-    # bin i = number of thresholds strictly below p, so p > grid[j]  <=>  j < i
-    bins = torch.bucketize(probs, grid, right=False)  # (B, K, P) in [0, G]
-    base = (torch.arange(b * k, device=probs.device).view(b, k, 1)) * (g + 1)
-    w_all = valid.unsqueeze(1).expand_as(bins).flatten().float()
-    hist_all = torch.bincount((bins + base).flatten(), weights=w_all, minlength=b * k * (g + 1))
-    pos_bins = bins.gather(1, target.unsqueeze(1)).squeeze(1)  # bin of the annotated class
-    pos_code = (torch.arange(b, device=probs.device).view(b, 1) * k + target) * (g + 1) + pos_bins
-    hist_pos = torch.bincount(pos_code.flatten(), weights=valid.flatten().float(), minlength=b * k * (g + 1))
-    hist_all, hist_pos = hist_all.view(b, k, g + 1), hist_pos.view(b, k, g + 1)
-    hist_neg = hist_all - hist_pos
+    dev = probs.device
+    flat = probs.reshape(b, k, -1)
+    target = target.reshape(b, -1)
+    valid_flat = None if prepared.all_valid else valid.reshape(b, -1)
+    grid = grid.to(device=dev, dtype=probs.dtype)
+    class_offset = (torch.arange(k, device=dev, dtype=torch.int32) * (g + 1)).unsqueeze(1)
+    hist_all = torch.empty(b, k * (g + 1), device=dev, dtype=torch.long)
+    for i in range(b):  # one image at a time keeps the temporaries at K * P int32
+        code = _bins(flat[i], grid, uniform).add_(class_offset)
+        if valid_flat is not None:
+            code = code[:, valid_flat[i]]
+        hist_all[i] = torch.bincount(code.view(-1), minlength=k * (g + 1))
+    # positives: the bin of the annotated class's probability
+    s = flat.gather(1, target.unsqueeze(1)).squeeze(1)
+    pos_code = (torch.arange(b, device=dev).view(b, 1) * k + target) * (g + 1) + _bins(s, grid, uniform)
+    if valid_flat is not None:
+        pos_code = pos_code[valid_flat]
+    hist_pos = torch.bincount(pos_code.view(-1), minlength=b * k * (g + 1)).view(b, k, g + 1)
+    hist_neg = hist_all.view(b, k, g + 1) - hist_pos
     # positives above grid[j]: bins j+1..G ; negatives at or below grid[j]: bins 0..j
     pos_above = hist_pos.flip(-1).cumsum(-1).flip(-1)[..., 1:]
     neg_below = hist_neg.cumsum(-1)[..., :-1]
-    return (pos_above + neg_below).round().to(torch.int32)
+    return (pos_above + neg_below).to(torch.int32)
 
 
 def tccp_from_counts(counts: Tensor, num_valid: Tensor) -> tuple[Tensor, Tensor]:
@@ -129,13 +147,13 @@ def thresholded_ccp(
         >>> import torch
         >>> probs = torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]], [[[0.3, 0.6]], [[0.7, 0.4]]]])
         >>> thresholded_ccp(probs, torch.tensor([[[0, 1]], [[0, 1]]]), thresholds=4)
-        tensor([1.0000, 0.2500])
+        tensor([1.0000, 0.5000])
     """
     prepared = prepare_inputs(
         preds, target, ignore_index=ignore_index, input_format=input_format,
         validate_args=validate_args,
     )
     grid = threshold_grid(thresholds, prepared.probs.device)
-    counts = tccp_counts(prepared, grid)
+    counts = tccp_counts(prepared, grid, thresholds if isinstance(thresholds, int) else None)
     num_valid = prepared.valid.reshape(prepared.valid.shape[0], -1).sum(-1)
     return tccp_from_counts(counts, num_valid)[0]
