@@ -176,6 +176,14 @@ def test_logits_and_probs_agree_and_half_precision():
     torch.testing.assert_close(half, F.softmin(probs, target), atol=2e-3, rtol=0)
 
 
+def test_non_contiguous_inputs():
+    probs, target = random_case(4)
+    channels_last = probs.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    assert not channels_last.is_contiguous()
+    for fn in (F.softmin, F.iou, F.thresholded_ccp, F.confident_learning_counts, F.connected_components):
+        torch.testing.assert_close(fn(channels_last, target), fn(probs, target))
+
+
 def test_ignore_index_excludes_pixels():
     probs, target = random_case(2)
     masked = target.clone()

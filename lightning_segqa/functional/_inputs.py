@@ -124,7 +124,7 @@ def prepare_inputs(
     fmt = input_format
     if validate_args or fmt == "auto":
         fmt = _validate_values(preds, target, valid, k, ignore_index, fmt, validate_args)
-    probs = preds.softmax(dim=1) if fmt == "logits" else preds
+    probs = preds.softmax(dim=1) if fmt == "logits" else preds.contiguous()
     if ignore_index is None:
         return PreparedInputs(probs=probs, target=target, valid=valid, all_valid=True)
     safe_target = torch.where(valid, target, torch.zeros_like(target))

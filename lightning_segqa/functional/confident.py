@@ -186,8 +186,15 @@ def issue_mask(prepared: PreparedInputs | PixelPass, cutoff: Tensor | float) -> 
     return mask.view(pp.s.shape[0], *pp.shape)
 
 
-def _batch_cutoff(pp: PixelPass) -> Tensor:
-    """The cutoff of one batch taken as the whole dataset, straight from a pixel pass."""
+def batch_cutoff(pp: PixelPass) -> Tensor:
+    """The ``s`` cutoff of one batch taken as the whole dataset, straight from a pixel pass.
+
+    Examples:
+        >>> import torch
+        >>> pp = pixel_pass(prepare_inputs(torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]]), torch.tensor([[[0, 0]]])))
+        >>> round(batch_cutoff(pp).item(), 4)
+        0.2
+    """
     k = pp.num_classes
     s_flat = pp.s.reshape(-1)
     target = pp.target.reshape(-1)
@@ -246,7 +253,7 @@ def find_label_issues(
         downsample,
     )
     pp = pixel_pass(prepared)
-    return issue_mask(pp, _batch_cutoff(pp))
+    return issue_mask(pp, batch_cutoff(pp))
 
 
 def confident_learning_counts(
@@ -285,5 +292,36 @@ def confident_learning_counts(
         downsample,
     )
     pp = pixel_pass(prepared)
-    flagged = issue_mask(pp, _batch_cutoff(pp)).reshape(pp.s.shape[0], -1).sum(-1)
+    flagged = issue_mask(pp, batch_cutoff(pp)).reshape(pp.s.shape[0], -1).sum(-1)
     return (1 - flagged.double() / pp.num_valid.double()).float()
+
+
+def local_scores_and_issues(
+    preds: Tensor,
+    target: Tensor,
+    *,
+    temperature: float = 0.1,
+    ignore_index: int | None = None,
+    input_format: str = "auto",
+    validate_args: bool = True,
+) -> tuple[dict[str, Tensor], Tensor]:
+    """The four pixel-local scores and the confident-learning issue mask from one shared pass.
+
+    Equivalent to :func:`~lightning_segqa.functional.pixel.local_scores` plus
+    :func:`find_label_issues` at ``downsample=1``, reading the probabilities once.
+
+    Returns:
+        ``(scores, issues)``: dict of ``(B,)`` scores and the ``(B, *spatial)`` bool issue mask.
+
+    Examples:
+        >>> import torch
+        >>> probs = torch.tensor([[[[0.9, 0.2, 0.7]], [[0.1, 0.8, 0.3]]]])
+        >>> scores, issues = local_scores_and_issues(probs, torch.tensor([[[0, 0, 1]]]))
+        >>> issues
+        tensor([[[False,  True,  True]]])
+    """
+    from lightning_segqa.functional.pixel import local_scores
+
+    pp = pixel_pass(prepare_inputs(preds, target, ignore_index=ignore_index, input_format=input_format,
+                                   validate_args=validate_args))
+    return local_scores(pp, temperature), issue_mask(pp, batch_cutoff(pp))

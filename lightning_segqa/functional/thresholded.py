@@ -80,7 +80,7 @@ def tccp_counts(prepared: PreparedInputs, grid: Tensor, uniform: int | None = No
         code = _bins(flat[i], grid, uniform).add_(class_offset)
         if valid_flat is not None:
             code = code[:, valid_flat[i]]
-        hist_all[i] = torch.bincount(code.view(-1), minlength=k * (g + 1))
+        hist_all[i] = torch.bincount(code.reshape(-1), minlength=k * (g + 1))
     # positives: the bin of the annotated class's probability
     s = flat.gather(1, target.unsqueeze(1)).squeeze(1)
     pos_code = (torch.arange(b, device=dev).view(b, 1) * k + target) * (g + 1) + _bins(s, grid, uniform)
