@@ -38,8 +38,14 @@ class EpochTimer(Callback):
 def validate_once(model, loader, monitor):
     timer = EpochTimer()
     callbacks = [monitor, timer] if monitor is not None else [timer]
-    trainer = Trainer(logger=False, callbacks=callbacks, enable_progress_bar=False, enable_model_summary=False,
-                      accelerator="cpu", devices=1)
+    trainer = Trainer(
+        logger=False,
+        callbacks=callbacks,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        accelerator="cpu",
+        devices=1,
+    )
     trainer.validate(model, loader, verbose=False)
     return timer.seconds
 
@@ -69,8 +75,10 @@ def main() -> None:
         for name, make in configs.items():
             times[name].append(validate_once(model, loader, make()))
     base = statistics.median(times["without callback"])
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images} images 96x128, "
-          f"batch {args.batch_size}, {args.rounds} interleaved rounds (median)")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.images} images 96x128, "
+        f"batch {args.batch_size}, {args.rounds} interleaved rounds (median)"
+    )
     print(f"{'configuration':32s} {'epoch s':>8s} {'overhead':>9s}")
     for name, values in times.items():
         med = statistics.median(values)

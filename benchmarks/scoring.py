@@ -93,8 +93,7 @@ class Inputs:
         return self.probs.shape[0]
 
 
-def make_inputs(n: int, k: int, h: int, w: int, seed: int, device: torch.device,
-                batch_size: int) -> Inputs:
+def make_inputs(n: int, k: int, h: int, w: int, seed: int, device: torch.device, batch_size: int) -> Inputs:
     """Synthetic softmax outputs and noisy masks, generated one image at a time (low peak memory).
 
     Logits are random on a grid 16x coarser than the image, bilinearly upsampled (smooth
@@ -116,8 +115,8 @@ def make_inputs(n: int, k: int, h: int, w: int, seed: int, device: torch.device,
         t = torch.where(flip, torch.randint(0, k, (h, w), generator=g), t)
         if i % 4 == 0:
             y0, x0 = (int(v) for v in torch.randint(0, max(1, h // 2), (2,), generator=g))
-            t[y0:y0 + max(1, h // 3), x0:x0 + max(1, w // 3)] = (
-                t[y0:y0 + max(1, h // 3), x0:x0 + max(1, w // 3)] + 1 + i % (k - 1)
+            t[y0 : y0 + max(1, h // 3), x0 : x0 + max(1, w // 3)] = (
+                t[y0 : y0 + max(1, h // 3), x0 : x0 + max(1, w // 3)] + 1 + i % (k - 1)
             ) % k
         target[i] = t
         del coarse, logits, p
@@ -128,8 +127,7 @@ def make_inputs(n: int, k: int, h: int, w: int, seed: int, device: torch.device,
 
 
 def _slice(inp: Inputs, m: int) -> Inputs:
-    return Inputs(inp.probs[:m], inp.target[:m], inp.probs_np[:m], inp.labels_np[:m], inp.device,
-                  inp.batch_size)
+    return Inputs(inp.probs[:m], inp.target[:m], inp.probs_np[:m], inp.labels_np[:m], inp.device, inp.batch_size)
 
 
 # --------------------------------------------------------------------------------------------
@@ -169,8 +167,7 @@ def _item_local(inp: Inputs):
 def _item_cl_ours(inp: Inputs):
     from lightning_segqa.functional import find_label_issues
 
-    return find_label_issues(inp.probs, inp.target, downsample=1, input_format="probs",
-                             validate_args=False)
+    return find_label_issues(inp.probs, inp.target, downsample=1, input_format="probs", validate_args=False)
 
 
 def _item_together(inp: Inputs):
@@ -182,13 +179,13 @@ def _item_together(inp: Inputs):
 def _item_label_quality(inp: Inputs):
     from lightning_segqa import LabelQuality
 
-    metric = LabelQuality(num_classes=inp.probs.shape[1], input_format="probs",
-                          validate_args=False).to(inp.device)
+    metric = LabelQuality(num_classes=inp.probs.shape[1], input_format="probs", validate_args=False).to(inp.device)
     b = inp.batch_size
     for start in range(0, inp.n, b):
         stop = min(start + b, inp.n)
-        metric.update(inp.probs[start:stop], inp.target[start:stop],
-                      indexes=torch.arange(start, stop, device=inp.device))
+        metric.update(
+            inp.probs[start:stop], inp.target[start:stop], indexes=torch.arange(start, stop, device=inp.device)
+        )
     return metric.compute()
 
 
@@ -264,9 +261,22 @@ def memory_child(name: str, args: argparse.Namespace) -> dict:
 
 
 def memory_cpu(name: str, size: int, args: argparse.Namespace) -> dict:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--_memory-child", name,
-           "--sizes", str(size), "--n", str(args.n), "--k", str(args.k), "--seed", str(args.seed),
-           "--batch-size", str(args.batch_size)]
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--_memory-child",
+        name,
+        "--sizes",
+        str(size),
+        "--n",
+        str(args.n),
+        "--k",
+        str(args.k),
+        "--seed",
+        str(args.seed),
+        "--batch-size",
+        str(args.batch_size),
+    ]
     if args.threads:
         cmd += ["--threads", str(args.threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
@@ -318,8 +328,11 @@ def run_size(size: int, args: argparse.Namespace, device: torch.device) -> dict:
     gen_s = time.perf_counter() - t0
     pixels = n * size * size
     nbytes = n * k * size * size * 4
-    print(f"\n=== {n} x {k} x {size} x {size} float32 ({nbytes / 2**20:.0f} MiB of probabilities), "
-          f"inputs built in {gen_s:.1f} s, load average {_load()} ===", flush=True)
+    print(
+        f"\n=== {n} x {k} x {size} x {size} float32 ({nbytes / 2**20:.0f} MiB of probabilities), "
+        f"inputs built in {gen_s:.1f} s, load average {_load()} ===",
+        flush=True,
+    )
 
     # warm-up on two images: code paths, thread pools, CUDA kernels
     small = _slice(inp, min(2, n))
@@ -330,7 +343,7 @@ def run_size(size: int, args: argparse.Namespace, device: torch.device) -> dict:
     times: dict[str, list[float]] = {name: [] for name in ITEM_ORDER}
     outputs: dict[str, object] = {}
     for r in range(args.repeats):
-        order = ITEM_ORDER[r % len(ITEM_ORDER):] + ITEM_ORDER[:r % len(ITEM_ORDER)]
+        order = ITEM_ORDER[r % len(ITEM_ORDER) :] + ITEM_ORDER[: r % len(ITEM_ORDER)]
         for name in order:
             if name in CLEANLAB_ITEMS and len(times[name]) >= cl_rep:
                 continue
@@ -345,8 +358,11 @@ def run_size(size: int, args: argparse.Namespace, device: torch.device) -> dict:
     ours_mask = outputs["cl_ours"].cpu().numpy()
     cl_mask = outputs["cl_issues"]
     flags = {
-        "equal": bool(ours_mask.shape == cl_mask.shape and (ours_mask == cl_mask).all()
-                      and (outputs["together"][1].cpu().numpy() == cl_mask).all()),
+        "equal": bool(
+            ours_mask.shape == cl_mask.shape
+            and (ours_mask == cl_mask).all()
+            and (outputs["together"][1].cpu().numpy() == cl_mask).all()
+        ),
         "ours": int(ours_mask.sum()),
         "cleanlab": int(cl_mask.sum()),
         "differ": int((ours_mask != cl_mask).sum()) if ours_mask.shape == cl_mask.shape else -1,
@@ -366,8 +382,15 @@ def run_size(size: int, args: argparse.Namespace, device: torch.device) -> dict:
             for name in ITEM_ORDER:
                 memory[name] = memory_cpu(name, size, args)
                 print(f"  memory {name}: {_fmt_mem(memory[name])} MB", flush=True)
-    return {"size": size, "pixels": pixels, "bytes": nbytes, "median_s": med, "times_s": times,
-            "flags": flags, "memory": memory}
+    return {
+        "size": size,
+        "pixels": pixels,
+        "bytes": nbytes,
+        "median_s": med,
+        "times_s": times,
+        "flags": flags,
+        "memory": memory,
+    }
 
 
 # --------------------------------------------------------------------------------------------
@@ -383,29 +406,36 @@ def _targets(res: dict) -> list[tuple[str, float, float, bool]]:
     eq = res["flags"]["equal"]
     return [
         ("our softmin vs cleanlab softmin (speed-up)", softmin_x, 5.0, softmin_x >= 5.0),
-        ("our local_scores + find_label_issues vs cleanlab softmin + find_label_issues "
-         f"(speed-up; flags equal: {eq})", combo_x, 10.0, combo_x >= 10.0 and eq),
-        ("local_scores single pass, share of the preds.sum() bandwidth", local_share, 0.30,
-         local_share >= 0.30),
+        (
+            "our local_scores + find_label_issues vs cleanlab softmin + find_label_issues "
+            f"(speed-up; flags equal: {eq})",
+            combo_x,
+            10.0,
+            combo_x >= 10.0 and eq,
+        ),
+        ("local_scores single pass, share of the preds.sum() bandwidth", local_share, 0.30, local_share >= 0.30),
     ]
 
 
 def print_report(results: list[dict], args: argparse.Namespace, device: torch.device) -> None:
     cl_rep = args.cleanlab_repeats if args.cleanlab_repeats is not None else args.repeats
     print("\n## Results")
-    print(f"N={args.n}, K={args.k}, device={device}, torch threads={torch.get_num_threads()}, "
-          f"repeats={args.repeats} (cleanlab: {cl_rep}), median of interleaved repeats")
+    print(
+        f"N={args.n}, K={args.k}, device={device}, torch threads={torch.get_num_threads()}, "
+        f"repeats={args.repeats} (cleanlab: {cl_rep}), median of interleaved repeats"
+    )
     print(f"memory method: {MEMORY_METHOD[device.type]}")
-    head = (f"{'size':>5} {'item':<38} {'median ms':>10} {'ns/px':>8} {'vs cl softmin':>13} "
-            f"{'GB/s':>7} {'% of sum':>8} {'peak MB':>16}")
+    head = (
+        f"{'size':>5} {'item':<38} {'median ms':>10} {'ns/px':>8} {'vs cl softmin':>13} "
+        f"{'GB/s':>7} {'% of sum':>8} {'peak MB':>16}"
+    )
     print(head)
     print("-" * len(head))
     for res in results:
         med, size = res["median_s"], res["size"]
         sum_gbs = res["bytes"] / med["sum"] / 1e9
         rows = [(name, med[name], res["memory"].get(name)) for name in ITEM_ORDER]
-        rows += [("combo_cl", med["cl_softmin"] + med["cl_issues"], None),
-                 ("combo_ours", med["together"], None)]
+        rows += [("combo_cl", med["cl_softmin"] + med["cl_issues"], None), ("combo_ours", med["together"], None)]
         for name, t, mem in rows:
             ns = t / res["pixels"] * 1e9
             if name == "combo_ours":
@@ -416,21 +446,30 @@ def print_report(results: list[dict], args: argparse.Namespace, device: torch.de
                 ratio = f"{med['cl_softmin'] / t:.2f}x"
             gbs = res["bytes"] / t / 1e9
             share = f"{gbs / sum_gbs * 100:.1f}%"
-            print(f"{size:>5} {LABELS[name]:<38} {t * 1e3:>10.1f} {ns:>8.1f} {ratio:>13} "
-                  f"{gbs:>7.2f} {share:>8} {_fmt_mem(mem):>16}")
+            print(
+                f"{size:>5} {LABELS[name]:<38} {t * 1e3:>10.1f} {ns:>8.1f} {ratio:>13} "
+                f"{gbs:>7.2f} {share:>8} {_fmt_mem(mem):>16}"
+            )
         fl = res["flags"]
-        print(f"{size:>5} flags equal: {fl['equal']} (ours {fl['ours']}, "
-              f"cleanlab {fl['cleanlab']}, {fl['differ']} pixels differ); "
-              f"LabelQuality cl_num_issues at downsample 4: {fl['label_quality_cl_num_issues']}")
+        print(
+            f"{size:>5} flags equal: {fl['equal']} (ours {fl['ours']}, "
+            f"cleanlab {fl['cleanlab']}, {fl['differ']} pixels differ); "
+            f"LabelQuality cl_num_issues at downsample 4: {fl['label_quality_cl_num_issues']}"
+        )
         print("-" * len(head))
-    print("'vs cl softmin': cleanlab softmin time / item time (higher = faster than cleanlab); "
-          "'x c' rows compare the two combinations.\n'GB/s': N*K*H*W*4 bytes / time; "
-          "'% of sum': that against the preds.sum() reference of the same size.")
+    print(
+        "'vs cl softmin': cleanlab softmin time / item time (higher = faster than cleanlab); "
+        "'x c' rows compare the two combinations.\n'GB/s': N*K*H*W*4 bytes / time; "
+        "'% of sum': that against the preds.sum() reference of the same size."
+    )
     print("\n## Targets")
     for res in results:
         for text, value, target, ok in _targets(res):
-            shown = f"{value * 100:.1f}% (target >= {target * 100:.0f}%)" if target < 1 else \
-                f"{value:.2f}x (target >= {target:.0f}x)"
+            shown = (
+                f"{value * 100:.1f}% (target >= {target * 100:.0f}%)"
+                if target < 1
+                else f"{value:.2f}x (target >= {target:.0f}x)"
+            )
             print(f"[{res['size']}] {'PASS' if ok else 'MISS'}  {text}: {shown}")
 
 
@@ -438,23 +477,23 @@ def print_report(results: list[dict], args: argparse.Namespace, device: torch.de
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="image sides H = W")
     p.add_argument("--n", type=int, default=32, help="images")
     p.add_argument("--k", type=int, default=19, help="classes")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats per item (median)")
-    p.add_argument("--cleanlab-repeats", type=int, default=None,
-                   help="repeats for the cleanlab items (default: --repeats)")
+    p.add_argument(
+        "--cleanlab-repeats", type=int, default=None, help="repeats for the cleanlab items (default: --repeats)"
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch.set_num_threads (default: torch's own choice)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's own choice)")
     p.add_argument("--batch-size", type=int, default=8, help="LabelQuality update batch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
     p.add_argument("--json", type=Path, default=None, help="also write raw results here")
-    p.add_argument("--quick", action="store_true",
-                   help="smoke run: sizes 64, N=4, K=5, 2 repeats")
+    p.add_argument("--quick", action="store_true", help="smoke run: sizes 64, N=4, K=5, 2 repeats")
     p.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.quick:
@@ -480,10 +519,14 @@ def main(argv: list[str] | None = None) -> None:
     with contextlib.suppress(OSError, AttributeError):
         info = Path("/proc/cpuinfo").read_text()
         cpu = re.search(r"^model name\s*:\s*(.*)$", info, re.M).group(1)
-    print(f"lightning-segqa scoring benchmark: torch {torch.__version__}, cleanlab "
-          f"{cleanlab.__version__}, numpy {np.__version__}, python {sys.version.split()[0]}")
-    print(f"CPU: {cpu}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}"
-          + (f"; GPU: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""))
+    print(
+        f"lightning-segqa scoring benchmark: torch {torch.__version__}, cleanlab "
+        f"{cleanlab.__version__}, numpy {np.__version__}, python {sys.version.split()[0]}"
+    )
+    print(
+        f"CPU: {cpu}, {os.cpu_count()} logical cores, torch threads {torch.get_num_threads()}"
+        + (f"; GPU: {torch.cuda.get_device_name(device)}" if device.type == "cuda" else "")
+    )
     print("command: python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
     t0 = time.perf_counter()
     results = [run_size(size, args, device) for size in args.sizes]

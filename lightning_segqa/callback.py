@@ -69,7 +69,7 @@ class LabelQualityMonitor(Callback):
     Examples:
         >>> monitor = LabelQualityMonitor(num_classes=12, top_k=8, ignore_index=255)
         >>> monitor.state_key
-        'LabelQualityMonitor{rank_by=softmin, prefix=segqa}'
+        "LabelQualityMonitor{'rank_by': 'softmin', 'prefix': 'segqa'}"
     """
 
     def __init__(
@@ -101,8 +101,13 @@ class LabelQualityMonitor(Callback):
     ) -> None:
         super().__init__()
         self.metric = LabelQuality(
-            num_classes, methods=methods, temperature=temperature, ignore_index=ignore_index,
-            input_format=input_format, downsample=downsample, validate_args=validate_args,
+            num_classes,
+            methods=methods,
+            temperature=temperature,
+            ignore_index=ignore_index,
+            input_format=input_format,
+            downsample=downsample,
+            validate_args=validate_args,
         )
         if rank_by not in self.metric.methods:
             raise ValueError(f"`rank_by` must be one of the computed methods {self.metric.methods}, got {rank_by!r}.")
@@ -122,8 +127,13 @@ class LabelQualityMonitor(Callback):
         self.suspect_threshold = float(suspect_threshold)
         self.top_k = top_k
         self.ignore_index = ignore_index
-        self.keys = {"preds": preds_key, "target": target_key, "index": index_key,
-                     "image": image_key, "is_mislabeled": mislabeled_key}
+        self.keys = {
+            "preds": preds_key,
+            "target": target_key,
+            "index": index_key,
+            "image": image_key,
+            "is_mislabeled": mislabeled_key,
+        }
         self.extract = extract
         self.class_names = list(class_names) if class_names is not None else None
         self.palette = palette
@@ -163,7 +173,12 @@ class LabelQualityMonitor(Callback):
         )
 
     def on_validation_batch_end(
-        self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int,
+        self,
+        trainer: Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
         """Stream one batch into the metric and the suspect heap."""
@@ -175,8 +190,13 @@ class LabelQualityMonitor(Callback):
             prepared, scores = self.metric.last_batch
             self.metric.last_batch = None
             if prepared.target.ndim == 3:  # pictures for 2-D images only
-                self.heap.push(scores[f"score_{self.heap_method}"], got["index"], prepared,
-                               images=got.get("image"), is_mislabeled=got.get("is_mislabeled"))
+                self.heap.push(
+                    scores[f"score_{self.heap_method}"],
+                    got["index"],
+                    prepared,
+                    images=got.get("image"),
+                    is_mislabeled=got.get("is_mislabeled"),
+                )
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Compute the report, log it, write it, and apply the gate."""
@@ -239,8 +259,9 @@ class LabelQualityMonitor(Callback):
         """The drawn suspects of the current heap, with the report's final scores."""
         scores = report.scores.get(self.heap_method or "", None)
         by_index = {} if scores is None else dict(zip(report.indexes.tolist(), scores.tolist(), strict=True))
-        return self.heap.entries(self.heap_method or self.rank_by, report.details.get("cl_cutoff"),
-                                 self.ignore_index, by_index)
+        return self.heap.entries(
+            self.heap_method or self.rank_by, report.details.get("cl_cutoff"), self.ignore_index, by_index
+        )
 
     @rank_zero_only
     def publish(self, trainer: Trainer, report: LabelQualityReport, step: int, tag: str = "") -> None:
@@ -262,8 +283,9 @@ class LabelQualityMonitor(Callback):
             figure = plot_detection_curves(report.scores, report.is_mislabeled)
         for adapter in adapters:
             if suspects:
-                adapter.log_suspects(f"{key}/suspects", suspects, step, self.class_names, self.palette,
-                                     self.ignore_index)
+                adapter.log_suspects(
+                    f"{key}/suspects", suspects, step, self.class_names, self.palette, self.ignore_index
+                )
             adapter.log_table(f"{key}/ranking", columns, rows, step)
             if figure is not None:
                 adapter.log_figure(f"{key}/detection_curves", figure, step)

@@ -12,8 +12,11 @@ from lightning_segqa.models import ARCHITECTURES
 def _training_args(p: argparse.ArgumentParser, epochs: int, folds: int) -> None:
     g = p.add_argument_group("training")
     g.add_argument("--arch", choices=ARCHITECTURES, default="fpn", help="model architecture (default: fpn)")
-    g.add_argument("--encoder", default="mobilenet_v2", help="segmentation-models-pytorch encoder, no pretrained "
-                   "weights (default: mobilenet_v2)")
+    g.add_argument(
+        "--encoder",
+        default="mobilenet_v2",
+        help="segmentation-models-pytorch encoder, no pretrained weights (default: mobilenet_v2)",
+    )
     g.add_argument("--decoder-channels", type=int, default=64, help="decoder width (default: 64; 0 = library default)")
     g.add_argument("--epochs", type=int, default=epochs, help=f"epochs per fold (default: {epochs})")
     g.add_argument("--folds", type=int, default=folds, help=f"cross-validation folds (default: {folds})")
@@ -21,8 +24,12 @@ def _training_args(p: argparse.ArgumentParser, epochs: int, folds: int) -> None:
     g.add_argument("--lr", type=float, default=2e-3)
     g.add_argument("--device", default="auto", help="cpu, cuda, mps or auto (default)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--checkpoint", choices=("last", "best"), default="last",
-                   help="weights that score each held-out fold (default: last)")
+    g.add_argument(
+        "--checkpoint",
+        choices=("last", "best"),
+        default="last",
+        help="weights that score each held-out fold (default: last)",
+    )
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
 
@@ -32,10 +39,19 @@ def _config(args: argparse.Namespace):  # noqa: ANN202
     for name in ("epochs", "folds", "batch_size"):
         if getattr(args, name) < (2 if name == "folds" else 1):
             raise SystemExit(f"segqa: --{name.replace('_', '-')} must be at least {2 if name == 'folds' else 1}.")
-    return TrainingConfig(arch=args.arch, encoder=args.encoder, decoder_channels=args.decoder_channels or None,
-                          epochs=args.epochs, folds=args.folds,
-                          batch_size=args.batch_size, lr=args.lr, device=args.device, seed=args.seed,
-                          checkpoint=args.checkpoint, progress=not args.no_progress)
+    return TrainingConfig(
+        arch=args.arch,
+        encoder=args.encoder,
+        decoder_channels=args.decoder_channels or None,
+        epochs=args.epochs,
+        folds=args.folds,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        device=args.device,
+        seed=args.seed,
+        checkpoint=args.checkpoint,
+        progress=not args.no_progress,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,8 +121,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         names = load_class_names(args.class_names) if args.class_names else None
         try:
-            run_audit(args.images, args.masks, args.num_classes, args.out, args.ignore_index, names,
-                      tuple(args.size) if args.size else None, _config(args), args.top_k)
+            run_audit(
+                args.images,
+                args.masks,
+                args.num_classes,
+                args.out,
+                args.ignore_index,
+                names,
+                tuple(args.size) if args.size else None,
+                _config(args),
+                args.top_k,
+            )
         except (ValueError, FileNotFoundError) as err:
             print(f"segqa audit: {err}", file=sys.stderr)
             return 2

@@ -50,7 +50,7 @@ def _load_or_save_splits(path: Path, num_samples: int, num_folds: int, seed: int
         saved = json.loads(path.read_text())
         if {k: saved.get(k) for k in meta} != meta:
             raise ValueError(
-                f"{path} was made for {({k: saved.get(k) for k in meta})}, not {meta}; "
+                f"{path} was made for { ({k: saved.get(k) for k in meta}) }, not {meta}; "
                 "use another work_dir or delete it to start over."
             )
         return saved["folds"]
@@ -135,8 +135,12 @@ class CrossValidation:
         return self.work_dir / f"fold_{fold}"
 
     def _loader(self, indices: Sequence[int], shuffle: bool) -> DataLoader:
-        return DataLoader(Subset(self.dataset, list(indices)), batch_size=self.batch_size, shuffle=shuffle,
-                          num_workers=self.num_workers)
+        return DataLoader(
+            Subset(self.dataset, list(indices)),
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+        )
 
     def run_fold(self, fold: int, held_out: Sequence[int]) -> Path:
         """Train on the other folds, score ``held_out`` with the chosen checkpoint, save its state."""
@@ -148,11 +152,16 @@ class CrossValidation:
         monitor = copy.deepcopy(self.monitor)
         monitor.report_dir = self.fold_dir(fold)
         monitor.draw_pictures = self.pictures_every_epoch
-        ckpt = ModelCheckpoint(dirpath=self.fold_dir(fold) / "checkpoints", monitor="val_loss", mode="min",
-                               save_last=True, save_top_k=1)
+        ckpt = ModelCheckpoint(
+            dirpath=self.fold_dir(fold) / "checkpoints", monitor="val_loss", mode="min", save_last=True, save_top_k=1
+        )
         kwargs = {"enable_model_summary": False, **self.trainer_kwargs}
-        trainer = Trainer(default_root_dir=str(self.fold_dir(fold)), logger=self.logger_factory("logs", f"fold_{fold}"),
-                          callbacks=[monitor, ckpt, *copy.deepcopy(self.callbacks)], **kwargs)
+        trainer = Trainer(
+            default_root_dir=str(self.fold_dir(fold)),
+            logger=self.logger_factory("logs", f"fold_{fold}"),
+            callbacks=[monitor, ckpt, *copy.deepcopy(self.callbacks)],
+            **kwargs,
+        )
         model = self.model_factory(fold)
         val_loader = self._loader(held_out, shuffle=False)
         trainer.fit(model, self._loader(train_idx, shuffle=True), val_loader)
@@ -164,10 +173,18 @@ class CrossValidation:
             raise RuntimeError(f"Fold {fold}: the monitor scored nothing; is validation running?")
         seen = sorted(set(states["indexes"].long().tolist()))
         if seen != sorted(held):
-            raise RuntimeError(f"Fold {fold}: scored indexes differ from the held-out fold ({len(seen)} vs {len(held)}).")
+            raise RuntimeError(
+                f"Fold {fold}: scored indexes differ from the held-out fold ({len(seen)} vs {len(held)})."
+            )
         tmp = out.with_suffix(".tmp")
-        torch.save({"states": {k: v.cpu() for k, v in states.items()}, "heap": monitor.heap.state(),
-                    "checkpoint": str(ckpt_path)}, tmp)
+        torch.save(
+            {
+                "states": {k: v.cpu() for k, v in states.items()},
+                "heap": monitor.heap.state(),
+                "checkpoint": str(ckpt_path),
+            },
+            tmp,
+        )
         tmp.replace(out)
         self.trained_folds.append(fold)
         return out
@@ -193,8 +210,12 @@ class CrossValidation:
             raise RuntimeError("Cross-validation did not score every image exactly once.")
         report = metric.compute()
         merged.report = report
-        trainer = Trainer(logger=self.logger_factory("logs", "merged"), default_root_dir=str(self.work_dir),
-                          enable_progress_bar=False, enable_model_summary=False)
+        trainer = Trainer(
+            logger=self.logger_factory("logs", "merged"),
+            default_root_dir=str(self.work_dir),
+            enable_progress_bar=False,
+            enable_model_summary=False,
+        )
         merged.report_dir = self.work_dir
         merged.publish(trainer, report, step=0)
         self.merged_monitor = merged

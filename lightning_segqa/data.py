@@ -54,9 +54,7 @@ def _check_int(value: object, name: str, minimum: int) -> int:
     return value
 
 
-def make_street_scenes(
-    num_images: int, height: int = 96, width: int = 128, seed: int = 0
-) -> tuple[Tensor, Tensor]:
+def make_street_scenes(num_images: int, height: int = 96, width: int = 128, seed: int = 0) -> tuple[Tensor, Tensor]:
     """Generate procedural street scenes with pixel-exact masks (classes :data:`STREET_CLASSES`).
 
     Each scene has sky above a tilted horizon, buildings with windows, trees, a road trapezoid

@@ -111,9 +111,18 @@ def _csv(columns: Sequence[str], rows: Rows) -> bytes:
 
 
 def _records(suspects: Sequence[SuspectImage]) -> list[dict[str, Any]]:
-    return [{"rank": r, "index": int(s.index), "score": float(s.score), "method": s.method,
-             "is_mislabeled": _plain(s.is_mislabeled), "caption": _v.suspect_caption(s),
-             "file": f"rank{r:02d}_idx{s.index}.png"} for r, s in enumerate(suspects, start=1)]
+    return [
+        {
+            "rank": r,
+            "index": int(s.index),
+            "score": float(s.score),
+            "method": s.method,
+            "is_mislabeled": _plain(s.is_mislabeled),
+            "caption": _v.suspect_caption(s),
+            "file": f"rank{r:02d}_idx{s.index}.png",
+        }
+        for r, s in enumerate(suspects, start=1)
+    ]
 
 
 class LoggerAdapter(ABC):
@@ -137,8 +146,15 @@ class LoggerAdapter(ABC):
         self.logger = logger
 
     @abstractmethod
-    def log_suspects(self, key: str, suspects: Sequence[SuspectImage], step: int,
-                     class_names: Names, palette: Tensor | None, ignore_index: int | None) -> None:
+    def log_suspects(
+        self,
+        key: str,
+        suspects: Sequence[SuspectImage],
+        step: int,
+        class_names: Names,
+        palette: Tensor | None,
+        ignore_index: int | None,
+    ) -> None:
         """Log each suspect's rendered picture (suspect ``r`` is ``rank{r:02d}``) and caption."""
 
     @abstractmethod
@@ -168,8 +184,11 @@ class LoggerAdapter(ABC):
         root = self.files_dir()
         if self.warn_no_images or self.logger in _TEMP_DIRS:  # one warning per logger instance
             why = "has no image support" if self.warn_no_images else "has no log_dir or save_dir"
-            _warn_once(self.logger, "files", f"{type(self.logger).__name__} {why}; "
-                       f"lightning_segqa writes its images, tables and JSON under {root}")
+            _warn_once(
+                self.logger,
+                "files",
+                f"{type(self.logger).__name__} {why}; lightning_segqa writes its images, tables and JSON under {root}",
+            )
         return root
 
 
@@ -190,8 +209,15 @@ class FileAdapter(LoggerAdapter):
 
     warn_no_images = True
 
-    def log_suspects(self, key: str, suspects: Sequence[SuspectImage], step: int,
-                     class_names: Names, palette: Tensor | None, ignore_index: int | None) -> None:
+    def log_suspects(
+        self,
+        key: str,
+        suspects: Sequence[SuspectImage],
+        step: int,
+        class_names: Names,
+        palette: Tensor | None,
+        ignore_index: int | None,
+    ) -> None:
         """Write one PNG per suspect and a ``suspects.csv`` index next to them."""
         _check(step, suspects)
         if not suspects:
@@ -271,8 +297,15 @@ class TensorBoardAdapter(LoggerAdapter):
 
     """
 
-    def log_suspects(self, key: str, suspects: Sequence[SuspectImage], step: int,
-                     class_names: Names, palette: Tensor | None, ignore_index: int | None) -> None:
+    def log_suspects(
+        self,
+        key: str,
+        suspects: Sequence[SuspectImage],
+        step: int,
+        class_names: Names,
+        palette: Tensor | None,
+        ignore_index: int | None,
+    ) -> None:
         """Add one rendered image per suspect and one Markdown list of captions."""
         _check(step, suspects)
         writer, lines = self.logger.experiment, []
@@ -327,25 +360,37 @@ class WandbAdapter(LoggerAdapter):
 
     """
 
-    def log_suspects(self, key: str, suspects: Sequence[SuspectImage], step: int,
-                     class_names: Names, palette: Tensor | None, ignore_index: int | None) -> None:
+    def log_suspects(
+        self,
+        key: str,
+        suspects: Sequence[SuspectImage],
+        step: int,
+        class_names: Names,
+        palette: Tensor | None,
+        ignore_index: int | None,
+    ) -> None:
         """Log the mask overlays and the rendered panels (two image lists)."""
         _check(step, suspects)
         if not suspects:
             return
-        bases = [_v._image_hwc(s.image) if s.image is not None else
-                 _v.suspicious_pixel_map(s.pixel_scores, issue_mask=s.issue_mask) for s in suspects]
+        bases = [
+            _v._image_hwc(s.image)
+            if s.image is not None
+            else _v.suspicious_pixel_map(s.pixel_scores, issue_mask=s.issue_mask)
+            for s in suspects
+        ]
         masks = [_wandb_masks(s, class_names, ignore_index) for s in suspects]
         if any(m is None for m in masks):
-            _warn_once(self.logger, "masks", "class ids outside 0..254 cannot be W&B mask "
-                       "overlays; those suspects are logged without them")
+            _warn_once(
+                self.logger,
+                "masks",
+                "class ids outside 0..254 cannot be W&B mask overlays; those suspects are logged without them",
+            )
         captions = [f"rank{r:02d} {_v.suspect_caption(s)}" for r, s in enumerate(suspects, start=1)]
         panels = [render_suspect(s, class_names, palette, ignore_index) for s in suspects]
         h, w = max(p.shape[0] for p in panels), max(p.shape[1] for p in panels)  # W&B wants 1 size
-        panels = [np.pad(p, ((0, h - p.shape[0]), (0, w - p.shape[1]), (0, 0)), constant_values=255)
-                  for p in panels]
-        self.logger.log_image(key=f"{key}/masks", images=bases, step=step, caption=captions,
-                              masks=masks)
+        panels = [np.pad(p, ((0, h - p.shape[0]), (0, w - p.shape[1]), (0, 0)), constant_values=255) for p in panels]
+        self.logger.log_image(key=f"{key}/masks", images=bases, step=step, caption=captions, masks=masks)
         self.logger.log_image(key=f"{key}/panels", images=panels, step=step, caption=captions)
 
     def log_table(self, key: str, columns: Sequence[str], rows: Rows, step: int) -> None:
@@ -376,8 +421,15 @@ class MLFlowAdapter(LoggerAdapter):
 
     """
 
-    def log_suspects(self, key: str, suspects: Sequence[SuspectImage], step: int,
-                     class_names: Names, palette: Tensor | None, ignore_index: int | None) -> None:
+    def log_suspects(
+        self,
+        key: str,
+        suspects: Sequence[SuspectImage],
+        step: int,
+        class_names: Names,
+        palette: Tensor | None,
+        ignore_index: int | None,
+    ) -> None:
         """Log one PNG artifact per suspect and a JSON index of them."""
         _check(step, suspects)
         client, run_id = self.logger.experiment, self.logger.run_id

@@ -22,13 +22,22 @@ from lightning_segqa.functional.pixel import LOCAL_METHODS, local_scores, pixel_
 from lightning_segqa.functional.pooling import downsample as _downsample
 from lightning_segqa.functional.thresholded import (
     DEFAULT_THRESHOLDS,
-    threshold_grid,
     tccp_counts,
     tccp_from_counts,
+    threshold_grid,
 )
 from lightning_segqa.report import METHODS, LabelQualityReport
 
-_CL_STATES = ("cl_sums", "cl_counts", "cl_mis_counts", "cl_mis_s", "cl_mis_pmax", "cl_low_counts", "cl_low_s", "cl_valid")
+_CL_STATES = (
+    "cl_sums",
+    "cl_counts",
+    "cl_mis_counts",
+    "cl_mis_s",
+    "cl_mis_pmax",
+    "cl_low_counts",
+    "cl_low_s",
+    "cl_valid",
+)
 
 
 class LabelQuality(Metric):
@@ -136,9 +145,7 @@ class LabelQuality(Metric):
         if indexes.is_floating_point() or indexes.dtype == torch.bool:
             raise TypeError(f"`{name}` must hold integer dataset indexes, got dtype {indexes.dtype}.")
         if indexes.shape != (batch,):
-            raise ValueError(
-                f"`{name}` must have shape ({batch},), one index per image, got {tuple(indexes.shape)}."
-            )
+            raise ValueError(f"`{name}` must have shape ({batch},), one index per image, got {tuple(indexes.shape)}.")
         return indexes.to(device=self.device, dtype=torch.long)
 
     def update(self, preds: Tensor, target: Tensor, indexes: Tensor, is_mislabeled: Tensor | None = None) -> None:
@@ -151,8 +158,12 @@ class LabelQuality(Metric):
             is_mislabeled: optional ``(B,)`` bool ground truth, for detection metrics.
         """
         prepared = prepare_inputs(
-            preds, target, num_classes=self.num_classes, ignore_index=self.ignore_index,
-            input_format=self.input_format, validate_args=self.validate_args,
+            preds,
+            target,
+            num_classes=self.num_classes,
+            ignore_index=self.ignore_index,
+            input_format=self.input_format,
+            validate_args=self.validate_args,
         )
         b = preds.shape[0]
         idx = self._check_indexes(indexes, b)
@@ -161,9 +172,7 @@ class LabelQuality(Metric):
         else:
             truth_t = torch.as_tensor(is_mislabeled)
             if truth_t.shape != (b,):
-                raise ValueError(
-                    f"`is_mislabeled` must have shape ({b},), got {tuple(truth_t.shape)}."
-                )
+                raise ValueError(f"`is_mislabeled` must have shape ({b},), got {tuple(truth_t.shape)}.")
             truth = truth_t.to(device=self.device, dtype=torch.float32)
         new: dict[str, Tensor] = {"indexes": idx, "is_mislabeled": truth}
         num_valid = prepared.valid.reshape(b, -1).sum(-1)
@@ -209,8 +218,12 @@ class LabelQuality(Metric):
         keep_mask = torch.zeros(n, dtype=torch.bool, device=idx.device)
         keep_mask[keep] = True
         scores: dict[str, Tensor] = {}
-        details: dict[str, Any] = {"num_classes": self.num_classes, "temperature": self.temperature,
-                                   "downsample": self.downsample, "ignore_index": self.ignore_index}
+        details: dict[str, Any] = {
+            "num_classes": self.num_classes,
+            "temperature": self.temperature,
+            "downsample": self.downsample,
+            "ignore_index": self.ignore_index,
+        }
         for m in self.methods:
             if m == "thresholded_ccp":
                 counts = dim_zero_cat(self.tccp_counts).view(n, self.num_classes, -1)[keep_mask]
@@ -227,15 +240,19 @@ class LabelQuality(Metric):
         if torch.isnan(truth).all():
             is_mislabeled = None
         elif torch.isnan(truth).any():
-            warnings.warn("`is_mislabeled` was given for some batches only; detection metrics are skipped.",
-                          UserWarning, stacklevel=2)
+            warnings.warn(
+                "`is_mislabeled` was given for some batches only; detection metrics are skipped.",
+                UserWarning,
+                stacklevel=2,
+            )
             is_mislabeled = None
         else:
             is_mislabeled = truth.bool().cpu()
         empty = int((dim_zero_cat(self.num_valid)[keep] == 0).sum())
         if empty:
-            warnings.warn(f"{empty} image(s) have no valid pixel (all `ignore_index`); they score NaN.",
-                          UserWarning, stacklevel=2)
+            warnings.warn(
+                f"{empty} image(s) have no valid pixel (all `ignore_index`); they score NaN.", UserWarning, stacklevel=2
+            )
         return LabelQualityReport(
             indexes=sorted_idx[first].cpu(),
             scores={m: s.float().cpu() for m, s in scores.items()},
@@ -244,10 +261,13 @@ class LabelQuality(Metric):
         )
 
     def state_tensors(self) -> dict[str, Tensor]:
-        """This process's accumulated states, each concatenated into one tensor (for saving)."""
-        return {name: dim_zero_cat(value) if isinstance(value, list) and value else
-                (value if isinstance(value, Tensor) else torch.zeros(0, device=self.device))
-                for name, value in self.metric_state.items()}
+        """Accumulated states of this process, each concatenated into one tensor (for saving)."""
+        return {
+            name: dim_zero_cat(value)
+            if isinstance(value, list) and value
+            else (value if isinstance(value, Tensor) else torch.zeros(0, device=self.device))
+            for name, value in self.metric_state.items()
+        }
 
     def load_state_tensors(self, states: dict[str, Tensor]) -> None:
         """Append states produced by :meth:`state_tensors` (e.g. another fold's held-out images).

@@ -27,9 +27,15 @@ class TinySegNet(nn.Module):
     def __init__(self, in_channels: int, num_classes: int, width: int = 16) -> None:
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=2, dilation=2), nn.BatchNorm2d(width), nn.ReLU(),
-            nn.Conv2d(width, width, 3, padding=4, dilation=4), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(in_channels, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=2, dilation=2),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Conv2d(width, width, 3, padding=4, dilation=4),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
             nn.Conv2d(width, num_classes, 1),
         )
 
@@ -57,7 +63,9 @@ def build_model(
     try:
         import segmentation_models_pytorch as smp
     except ImportError as err:  # pragma: no cover - depends on the install
-        raise ImportError("arch={arch!r} needs segmentation-models-pytorch: pip install 'lightning-segqa[demo]'") from err
+        raise ImportError(
+            "arch={arch!r} needs segmentation-models-pytorch: pip install 'lightning-segqa[demo]'"
+        ) from err
     kwargs: dict[str, Any] = {}
     if decoder_channels is not None:
         c = decoder_channels

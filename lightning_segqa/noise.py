@@ -242,10 +242,7 @@ def _corrupt_one(
         cls = options[_randint(gen, len(options))]
         return torch.where(mask == cls, torch.full_like(mask, unlabeled), mask)
     if kind == "swap":
-        pairs = [
-            (a, b) for k, (a, na) in enumerate(present) for b, nb in present[k + 1 :]
-            if na + nb >= min_px
-        ]
+        pairs = [(a, b) for k, (a, na) in enumerate(present) for b, nb in present[k + 1 :] if na + nb >= min_px]
         if not pairs:
             return None
         a, b = pairs[_randint(gen, len(pairs))]
@@ -344,9 +341,7 @@ def inject_label_errors(
         raise ValueError(f"`ignore_index` must differ from `unlabeled_index` (both {ignore_index})")
     info = torch.iinfo(masks.dtype)
     if not info.min <= unlabeled_index <= info.max:
-        raise ValueError(
-            f"`unlabeled_index`={unlabeled_index} does not fit the masks' dtype {masks.dtype}"
-        )
+        raise ValueError(f"`unlabeled_index`={unlabeled_index} does not fit the masks' dtype {masks.dtype}")
     pixels = math.prod(masks.shape[1:])
     if min_changed_pixels is None:
         min_changed_pixels = default_min_changed_pixels(pixels)
@@ -361,9 +356,7 @@ def inject_label_errors(
     for i in torch.randperm(n, generator=gen).tolist():
         if done == target:
             return noisy, flags
-        new = _corrupt_one(
-            masks[i].long(), kind, gen, unlabeled_index, ignore_index, min_changed_pixels
-        )
+        new = _corrupt_one(masks[i].long(), kind, gen, unlabeled_index, ignore_index, min_changed_pixels)
         if new is not None:
             noisy[i], flags[i] = new.to(masks.dtype), True
             done += 1

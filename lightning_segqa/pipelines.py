@@ -71,11 +71,21 @@ def run_cross_validation(
 
     seed_everything(config.seed, workers=True, verbose=False)
     monitor = LabelQualityMonitor(
-        num_classes, class_names=class_names, ignore_index=ignore_index, top_k=top_k, palette=palette,
+        num_classes,
+        class_names=class_names,
+        ignore_index=ignore_index,
+        top_k=top_k,
+        palette=palette,
     )
     cv = CrossValidation(
-        lambda fold: SegmentationModule(num_classes, arch=config.arch, encoder=config.encoder, lr=config.lr,
-                                        ignore_index=ignore_index, decoder_channels=config.decoder_channels),
+        lambda fold: SegmentationModule(
+            num_classes,
+            arch=config.arch,
+            encoder=config.encoder,
+            lr=config.lr,
+            ignore_index=ignore_index,
+            decoder_channels=config.decoder_channels,
+        ),
         dataset,
         monitor,
         work_dir,
@@ -104,7 +114,13 @@ def run_demo(
         >>> callable(run_demo)
         True
     """
-    from lightning_segqa.data import STREET_CLASSES, STREET_PALETTE, UNLABELED_INDEX, TensorSegmentationDataset, make_street_scenes
+    from lightning_segqa.data import (
+        STREET_CLASSES,
+        STREET_PALETTE,
+        UNLABELED_INDEX,
+        TensorSegmentationDataset,
+        make_street_scenes,
+    )
     from lightning_segqa.noise import PAPER_FRACTIONS, inject_label_errors
 
     config = config or TrainingConfig()
@@ -112,13 +128,18 @@ def run_demo(
     start = time.perf_counter()
     images, masks = make_street_scenes(num_images, height, width, seed=config.seed)
     noisy, truth = inject_label_errors(masks, error, fraction, seed=config.seed, unlabeled_index=UNLABELED_INDEX)
-    echo(f"Built {num_images} street scenes ({height}x{width}, {len(STREET_CLASSES)} classes); "
-         f"injected '{error}' errors into {int(truth.sum())} of them.")
-    echo(f"Training {config.folds} {config.arch}/{config.encoder} models ({config.epochs} epochs each), "
-         "one per fold, so every image gets an out-of-sample prediction...")
+    echo(
+        f"Built {num_images} street scenes ({height}x{width}, {len(STREET_CLASSES)} classes); "
+        f"injected '{error}' errors into {int(truth.sum())} of them."
+    )
+    echo(
+        f"Training {config.folds} {config.arch}/{config.encoder} models ({config.epochs} epochs each), "
+        "one per fold, so every image gets an out-of-sample prediction..."
+    )
     dataset = TensorSegmentationDataset(images, noisy, truth)
-    report = run_cross_validation(dataset, len(STREET_CLASSES), work_dir, config, list(STREET_CLASSES),
-                                  palette=STREET_PALETTE)
+    report = run_cross_validation(
+        dataset, len(STREET_CLASSES), work_dir, config, list(STREET_CLASSES), palette=STREET_PALETTE
+    )
     echo("")
     echo(report.table("softmin", k=10))
     echo("")

@@ -71,9 +71,7 @@ def detection_metrics(scores: Tensor, is_mislabeled: Tensor) -> dict[str, float]
         (0.75, 1.0)
     """
     if scores.shape != is_mislabeled.shape:
-        raise ValueError(
-            f"`scores` {tuple(scores.shape)} and `is_mislabeled` {tuple(is_mislabeled.shape)} differ."
-        )
+        raise ValueError(f"`scores` {tuple(scores.shape)} and `is_mislabeled` {tuple(is_mislabeled.shape)} differ.")
     truth = is_mislabeled.bool()
     positives = int(truth.sum())
     if positives == 0 or positives == truth.numel():
@@ -133,9 +131,7 @@ class LabelQualityReport:
             if s.shape != (n,):
                 raise ValueError(f"scores[{name!r}] has shape {tuple(s.shape)}, expected ({n},).")
         if self.is_mislabeled is not None and self.is_mislabeled.shape != (n,):
-            raise ValueError(
-                f"`is_mislabeled` has shape {tuple(self.is_mislabeled.shape)}, expected ({n},)."
-            )
+            raise ValueError(f"`is_mislabeled` has shape {tuple(self.is_mislabeled.shape)}, expected ({n},).")
 
     @property
     def methods(self) -> list[str]:
@@ -154,9 +150,7 @@ class LabelQualityReport:
         """Dataset indexes from most to least likely mislabeled (NaN scores last)."""
         return self.indexes[_order(self._method(method))]
 
-    def suspects(
-        self, method: str = "softmin", k: int | None = None, threshold: float | None = None
-    ) -> Tensor:
+    def suspects(self, method: str = "softmin", k: int | None = None, threshold: float | None = None) -> Tensor:
         """Indexes of suspect images, worst first.
 
         Args:
@@ -236,7 +230,9 @@ class LabelQualityReport:
         method = method or self.methods[0]
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(["rank", "index", *self.methods, *(["is_mislabeled"] if self.is_mislabeled is not None else [])])
+        writer.writerow(
+            ["rank", "index", *self.methods, *(["is_mislabeled"] if self.is_mislabeled is not None else [])]
+        )
         for rank, pos in enumerate(_order(self._method(method)).tolist(), start=1):
             row = [rank, int(self.indexes[pos]), *(f"{float(self.scores[m][pos]):.6g}" for m in self.methods)]
             if self.is_mislabeled is not None:

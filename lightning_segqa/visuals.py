@@ -76,8 +76,7 @@ class SuspectImage:
                 raise ValueError(f"`{name}` must match `target` shape {hw}, got {_describe(value)}")
         img = self.image
         if img is not None and (img.ndim != 3 or img.shape[0] not in (1, 3) or img.shape[1:] != hw):
-            raise ValueError(f"`image` must be (C, {hw[0]}, {hw[1]}) with C in (1, 3), "
-                             f"got {_describe(img)}")
+            raise ValueError(f"`image` must be (C, {hw[0]}, {hw[1]}) with C in (1, 3), got {_describe(img)}")
 
 
 def _describe(value: Any) -> str:
@@ -149,8 +148,10 @@ def colorize_mask(mask: Tensor, palette: Tensor, ignore_index: int | None = None
     if valid.any():
         lo, hi = int(mask[valid].min()), int(mask[valid].max())
         if lo < 0 or hi >= palette.shape[0]:
-            raise ValueError(f"`mask` class ids must lie in [0, {palette.shape[0] - 1}] (palette "
-                             f"size) or equal `ignore_index`={ignore_index}, got [{lo}, {hi}]")
+            raise ValueError(
+                f"`mask` class ids must lie in [0, {palette.shape[0] - 1}] (palette "
+                f"size) or equal `ignore_index`={ignore_index}, got [{lo}, {hi}]"
+            )
     out = torch.zeros(*mask.shape, 3, dtype=torch.uint8)
     out[valid] = palette.detach().cpu().to(torch.uint8)[mask[valid]]
     return out
@@ -196,10 +197,10 @@ def suspicious_pixel_map(
     """
     if not isinstance(pixel_scores, Tensor) or pixel_scores.ndim != 2:
         raise TypeError(f"`pixel_scores` must be a 2-D Tensor, got {_describe(pixel_scores)}")
-    if issue_mask is not None and (not isinstance(issue_mask, Tensor)
-                                   or issue_mask.shape != pixel_scores.shape):
-        raise TypeError(f"`issue_mask` must be a Tensor of shape {tuple(pixel_scores.shape)}, "
-                        f"got {_describe(issue_mask)}")
+    if issue_mask is not None and (not isinstance(issue_mask, Tensor) or issue_mask.shape != pixel_scores.shape):
+        raise TypeError(
+            f"`issue_mask` must be a Tensor of shape {tuple(pixel_scores.shape)}, got {_describe(issue_mask)}"
+        )
     heat = 1.0 - np.clip(np.nan_to_num(_np(pixel_scores).astype(np.float32), nan=0.0), 0.0, 1.0)
     if image is None:
         base = np.full(heat.shape, 160.0, dtype=np.float32)
@@ -233,9 +234,13 @@ def suspect_caption(s: SuspectImage) -> str:
     return text
 
 
-def render_suspect_figure(suspect: SuspectImage, class_names: Sequence[str] | None = None,
-                          palette: Tensor | None = None, ignore_index: int | None = None,
-                          low_score_threshold: float = 0.5) -> Figure:
+def render_suspect_figure(
+    suspect: SuspectImage,
+    class_names: Sequence[str] | None = None,
+    palette: Tensor | None = None,
+    ignore_index: int | None = None,
+    low_score_threshold: float = 0.5,
+) -> Figure:
     """Build the suspect figure (see :func:`render_suspect`) and return it undrawn.
 
     Examples:
@@ -254,8 +259,7 @@ def render_suspect_figure(suspect: SuspectImage, class_names: Sequence[str] | No
         raise ValueError(f"`low_score_threshold` must lie in [0, 1], got {low_score_threshold}")
     target, pred = suspect.target.detach().cpu().long(), suspect.pred.detach().cpu().long()
     both = torch.cat([target.flatten(), pred.flatten()])
-    ids, counts = torch.unique(both[both != ignore_index] if ignore_index is not None else both,
-                               return_counts=True)
+    ids, counts = torch.unique(both[both != ignore_index] if ignore_index is not None else both, return_counts=True)
     if palette is None:
         top = int(ids.max()) + 1 if ids.numel() else 1
         palette = default_palette(max(top, len(class_names or ()), 1))
@@ -278,8 +282,12 @@ def render_suspect_figure(suspect: SuspectImage, class_names: Sequence[str] | No
     shown = ids[order][:_MAX_LEGEND].sort().values.tolist()
     names = list(class_names or ())
     handles = [
-        Patch(facecolor=np.asarray(palette[c].tolist()) / 255.0, edgecolor="black", linewidth=0.5,
-              label=names[c] if c < len(names) else f"class {c}")
+        Patch(
+            facecolor=np.asarray(palette[c].tolist()) / 255.0,
+            edgecolor="black",
+            linewidth=0.5,
+            label=names[c] if c < len(names) else f"class {c}",
+        )
         for c in shown
     ]
     if ignore_index is not None and bool((both == ignore_index).any()):
@@ -298,14 +306,25 @@ def render_suspect_figure(suspect: SuspectImage, class_names: Sequence[str] | No
         ax.set_axis_off()
     fig.suptitle(suspect_caption(suspect), fontsize=10, y=1 - 0.06 / fig_h, va="top")
     if handles:
-        fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8, frameon=False,
-                   bbox_to_anchor=(0.5, 0.0), borderaxespad=0.2)
+        fig.legend(
+            handles=handles,
+            loc="lower center",
+            ncol=ncol,
+            fontsize=8,
+            frameon=False,
+            bbox_to_anchor=(0.5, 0.0),
+            borderaxespad=0.2,
+        )
     return fig
 
 
-def render_suspect(suspect: SuspectImage, class_names: Sequence[str] | None = None,
-                   palette: Tensor | None = None, ignore_index: int | None = None,
-                   low_score_threshold: float = 0.5) -> np.ndarray:
+def render_suspect(
+    suspect: SuspectImage,
+    class_names: Sequence[str] | None = None,
+    palette: Tensor | None = None,
+    ignore_index: int | None = None,
+    low_score_threshold: float = 0.5,
+) -> np.ndarray:
     """Render one suspect as a single RGB picture.
 
     Panels, left to right: ``image`` (omitted when ``suspect.image`` is None), ``given mask``,
@@ -400,8 +419,7 @@ def plot_detection_curves(scores: Mapping[str, Tensor], is_mislabeled: Tensor) -
     for name, score in scores.items():
         if not isinstance(score, Tensor) or score.shape != labels.shape:
             raise ValueError(
-                f"`scores[{name!r}]` must be a Tensor of shape {tuple(labels.shape)}, "
-                f"got {_describe(score)}"
+                f"`scores[{name!r}]` must be a Tensor of shape {tuple(labels.shape)}, got {_describe(score)}"
             )
         keep = ~torch.isnan(score.detach().cpu().double())
         y, note = labels[keep], f", {int((~keep).sum())} NaN dropped" if not keep.all() else ""
@@ -413,8 +431,7 @@ def plot_detection_curves(scores: Mapping[str, Tensor], is_mislabeled: Tensor) -
         auroc = float(tmc.binary_auroc(preds, y))
         auprc = float(tmc.binary_average_precision(preds, y))
         ax_roc.plot(fpr.numpy(), tpr.numpy(), label=f"{name} (AUROC={auroc:.3f}{note})")
-        ax_pr.step(rec.numpy(), prec.numpy(), "-", where="post",
-                   label=f"{name} (AUPRC={auprc:.3f}{note})")
+        ax_pr.step(rec.numpy(), prec.numpy(), "-", where="post", label=f"{name} (AUPRC={auprc:.3f}{note})")
     ax_roc.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
     ax_pr.axhline(n_pos / len(labels), color="grey", linestyle=":", linewidth=1)
     lims = {"xlim": (0, 1), "ylim": (0, 1.02)}

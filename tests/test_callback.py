@@ -31,9 +31,17 @@ def data():
 def fit(data, tmp_path, monitor, loggers, epochs=2):
     torch.manual_seed(0)
     model = SegmentationModule(K, arch="tiny", lr=5e-3)
-    trainer = Trainer(max_epochs=epochs, logger=loggers, callbacks=[monitor], enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, log_every_n_steps=1,
-                      default_root_dir=tmp_path, num_sanity_val_steps=1)
+    trainer = Trainer(
+        max_epochs=epochs,
+        logger=loggers,
+        callbacks=[monitor],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        default_root_dir=tmp_path,
+        num_sanity_val_steps=1,
+    )
     trainer.fit(model, DataLoader(data, batch_size=8, shuffle=True), DataLoader(data, batch_size=8))
     return trainer, model
 
@@ -68,8 +76,9 @@ def test_tensorboard_and_csv_logging(data, tmp_path):
     assert len(scalars) == 2  # one per epoch, none from the sanity check
     assert scalars[-1].value == pytest.approx(auroc, abs=1e-6)
     last_step = trainer.global_step
-    image_tags = [t for t in acc.Tags()["images"]
-                  if t.startswith("segqa/suspects") and acc.Images(t)[-1].step == last_step]
+    image_tags = [
+        t for t in acc.Tags()["images"] if t.startswith("segqa/suspects") and acc.Images(t)[-1].step == last_step
+    ]
     assert len(image_tags) == 3
     first = acc.Images(image_tags[0])[-1]
     assert first.width > 48 and first.height >= 32
@@ -102,8 +111,9 @@ def test_csv_logger_gets_pictures_as_files(data, tmp_path):
 
 @pytest.mark.parametrize("on_fail", ["warn", "stop", "raise"])
 def test_gate_modes(data, tmp_path, on_fail):
-    monitor = LabelQualityMonitor(K, top_k=0, methods=["softmin"], suspect_threshold=1.0,
-                                  max_suspect_fraction=0.0, on_fail=on_fail)
+    monitor = LabelQualityMonitor(
+        K, top_k=0, methods=["softmin"], suspect_threshold=1.0, max_suspect_fraction=0.0, on_fail=on_fail
+    )
     if on_fail == "raise":
         with pytest.raises(LabelQualityError, match="gate FAILED"):
             fit(data, tmp_path, monitor, False, epochs=3)
@@ -122,8 +132,14 @@ def test_missing_keys_error_lists_what_is_there(data, tmp_path):
 
 def test_custom_extract_and_state_dict(data, tmp_path):
     monitor = LabelQualityMonitor(
-        K, methods=["softmin", "iou"], top_k=1,
-        extract=lambda out, batch: {"preds": out["logits"].softmax(1), "target": batch["mask"], "index": batch["index"]},
+        K,
+        methods=["softmin", "iou"],
+        top_k=1,
+        extract=lambda out, batch: {
+            "preds": out["logits"].softmax(1),
+            "target": batch["mask"],
+            "index": batch["index"],
+        },
     )
     fit(data, tmp_path, monitor, False, epochs=1)
     assert monitor.report.is_mislabeled is None

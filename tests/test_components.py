@@ -70,9 +70,7 @@ def check_against_scipy(
     ids, num = label_connected_components(labels, connectivity=connectivity, valid=valid)
     assert ids.dtype == torch.long and num.dtype == torch.long
     assert ids.shape == labels.shape and num.shape == (labels.shape[0],)
-    ref, ref_num = scipy_components(
-        labels.numpy(), connectivity, None if valid is None else valid.numpy()
-    )
+    ref, ref_num = scipy_components(labels.numpy(), connectivity, None if valid is None else valid.numpy())
     ours = ids.numpy()
     assert num.tolist() == ref_num
     assert same_partition(ours, ref)
@@ -82,9 +80,7 @@ def check_against_scipy(
     return ids, num
 
 
-def blobs(
-    batch: int, shape: tuple[int, ...], classes: int, sigma: float, seed: int
-) -> torch.Tensor:
+def blobs(batch: int, shape: tuple[int, ...], classes: int, sigma: float, seed: int) -> torch.Tensor:
     """Smoothed random class maps (realistic segmentation-like blobs)."""
     rng = np.random.default_rng(seed)
     noise = rng.standard_normal((batch, classes, *shape))
@@ -253,9 +249,7 @@ def test_batch_items_do_not_merge_and_match_single_image_calls():
         assert num[1] == 1 and num[2] == 1
         assert (ids[1] == 0).all() and (ids[2] == 0).all()
         for b in range(labels.shape[0]):
-            ids_b, num_b = label_connected_components(
-                labels[b : b + 1], connectivity, valid[b : b + 1]
-            )
+            ids_b, num_b = label_connected_components(labels[b : b + 1], connectivity, valid[b : b + 1])
             assert torch.equal(ids_b[0], ids[b])
             assert num_b.item() == num[b].item()
 
@@ -302,9 +296,7 @@ def test_cuda_matches_cpu():
         ids_c, num_c = label_connected_components(labels.cuda(), connectivity, valid.cuda())
         assert torch.equal(ids_c.cpu(), ids) and torch.equal(num_c.cpu(), num)
     grid = torch.from_numpy(spiral(128))[None]
-    assert torch.equal(
-        label_connected_components(grid.cuda())[0].cpu(), label_connected_components(grid)[0]
-    )
+    assert torch.equal(label_connected_components(grid.cuda())[0].cpu(), label_connected_components(grid)[0])
 
 
 def test_input_errors():

@@ -22,9 +22,18 @@ def make_cv(tmp_path, dataset, factory=None, **kwargs):
     monitor = LabelQualityMonitor(K, top_k=2, downsample=2)
     return CrossValidation(
         factory or (lambda fold: SegmentationModule(K, arch="tiny", lr=5e-3)),
-        dataset, monitor, tmp_path, num_folds=3, seed=3, batch_size=6,
-        trainer_kwargs={"max_epochs": 1, "enable_progress_bar": False, "num_sanity_val_steps": 0,
-                        "log_every_n_steps": 1},
+        dataset,
+        monitor,
+        tmp_path,
+        num_folds=3,
+        seed=3,
+        batch_size=6,
+        trainer_kwargs={
+            "max_epochs": 1,
+            "enable_progress_bar": False,
+            "num_sanity_val_steps": 0,
+            "log_every_n_steps": 1,
+        },
         **kwargs,
     )
 

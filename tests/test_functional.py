@@ -66,10 +66,9 @@ def brute_tccp(probs, target, grid):
     for c in range(k):
         accs = [np.sum((probs[:, c] > t) == (target == c)) for t in grid]
         best.append(grid[int(np.argmax(accs))])
-    return np.array([
-        np.mean([np.mean((probs[b, c] > best[c]) == (target[b] == c)) for c in range(k)])
-        for b in range(n)
-    ])
+    return np.array(
+        [np.mean([np.mean((probs[b, c] > best[c]) == (target[b] == c)) for c in range(k)]) for b in range(n)]
+    )
 
 
 def brute_coco(probs, target):
@@ -103,9 +102,7 @@ def test_softmin_matches_cleanlab(case):
 @pytest.mark.parametrize("case", range(len(CASES)))
 def test_confident_learning_flags_match_cleanlab(case):
     probs, target = CASES[case]
-    ref = cleanlab_filter.find_label_issues(
-        target.numpy(), probs.numpy(), downsample=1, n_jobs=1, verbose=False
-    )
+    ref = cleanlab_filter.find_label_issues(target.numpy(), probs.numpy(), downsample=1, n_jobs=1, verbose=False)
     ours = F.find_label_issues(probs, target, downsample=1).numpy()
     assert ref.sum() > 0
     np.testing.assert_array_equal(ours, ref)
@@ -215,11 +212,21 @@ def test_volumes_are_supported():
         (torch.rand(2, 3, 4, 4), torch.zeros(2, 4, 4), {}, TypeError, "integer"),
         (torch.rand(2, 3, 4, 4).softmax(1), torch.full((2, 4, 4), 3), {}, ValueError, "class id 3"),
         (torch.full((1, 2, 2, 2), float("nan")), torch.zeros(1, 2, 2, dtype=torch.long), {}, ValueError, "NaN"),
-        (torch.full((1, 2, 2, 2), -0.5), torch.zeros(1, 2, 2, dtype=torch.long), {"input_format": "probs"},
-         ValueError, "probabilities"),
+        (
+            torch.full((1, 2, 2, 2), -0.5),
+            torch.zeros(1, 2, 2, dtype=torch.long),
+            {"input_format": "probs"},
+            ValueError,
+            "probabilities",
+        ),
         (torch.rand(2, 4), torch.zeros(2, dtype=torch.long), {}, ValueError, "spatial"),
-        (torch.rand(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long), {"input_format": "soft"}, ValueError,
-         "input_format"),
+        (
+            torch.rand(1, 2, 2, 2),
+            torch.zeros(1, 2, 2, dtype=torch.long),
+            {"input_format": "soft"},
+            ValueError,
+            "input_format",
+        ),
     ],
 )
 def test_bad_input_messages(preds, target, kwargs, error, match):

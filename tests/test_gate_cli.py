@@ -59,8 +59,12 @@ def test_gate_cli_exit_codes(report, tmp_path, capsys):
 def test_gate_cli_as_a_process(report, tmp_path):
     path = tmp_path / "r.json"
     report.to_json(path)
-    proc = subprocess.run([sys.executable, "-m", "lightning_segqa.cli", "gate", str(path), "--max-suspect-fraction",
-                           "0.1"], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-m", "lightning_segqa.cli", "gate", str(path), "--max-suspect-fraction", "0.1"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 1, proc.stderr
     assert "FAILED" in proc.stderr
 

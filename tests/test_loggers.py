@@ -67,16 +67,14 @@ def rendered(s: SuspectImage) -> np.ndarray:
 
 
 def make_figure():
-    return plot_detection_curves({"softmin": torch.tensor([0.1, 0.8, 0.3, 0.9])},
-                                 torch.tensor([1, 0, 1, 0]))
+    return plot_detection_curves({"softmin": torch.tensor([0.1, 0.8, 0.3, 0.9])}, torch.tensor([1, 0, 1, 0]))
 
 
 def log_everything(adapter) -> None:
     adapter.log_suspects("suspects", SUSPECTS, STEP, NAMES, None, 255)
     adapter.log_table("ranking", COLUMNS, ROWS, STEP)
     adapter.log_figure("curves", make_figure(), STEP)
-    adapter.log_json("summary", {"auroc": torch.tensor(0.5), "n": np.int64(3), "m": {"a": [1]}},
-                     STEP)
+    adapter.log_json("summary", {"auroc": torch.tensor(0.5), "n": np.int64(3), "m": {"a": [1]}}, STEP)
 
 
 def decode(data: bytes | Path) -> np.ndarray:
@@ -198,8 +196,10 @@ def test_tensorboard_images_text_and_figure(tmp_path):
     assert table[0] == "| rank | index | softmin | error |"
     assert table[2:] == ["| 1 | 17 | 0.0312 | True |", "| 2 | 4 | 0.25 | False |"]
     captions = text("suspects/captions").splitlines()
-    assert captions == ["- **rank01_idx17**: idx 17 | softmin score 0.0312 | true error",
-                        "- **rank02_idx4**: idx 4 | softmin score 0.2500 | clean"]
+    assert captions == [
+        "- **rank01_idx17**: idx 17 | softmin score 0.0312 | true error",
+        "- **rank02_idx4**: idx 4 | softmin score 0.2500 | clean",
+    ]
     summary = json.loads((Path(logger.log_dir) / "segqa/summary_step000005.json").read_text())
     assert summary == {"auroc": 0.5, "n": 3, "m": {"a": [1]}}
 
@@ -294,9 +294,14 @@ def test_keys_cannot_escape_the_output_folder(tmp_path):
 def wandb_run(tmp_path_factory):
     wandb = pytest.importorskip("wandb", reason="wandb is not installed")
     root = tmp_path_factory.mktemp("wandb")
-    env = {"WANDB_MODE": "offline", "WANDB_SILENT": "true", "WANDB_DIR": str(root),
-           "WANDB_CACHE_DIR": str(root / "cache"), "WANDB_CONFIG_DIR": str(root / "config"),
-           "WANDB_DATA_DIR": str(root / "data")}
+    env = {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DIR": str(root),
+        "WANDB_CACHE_DIR": str(root / "cache"),
+        "WANDB_CONFIG_DIR": str(root / "config"),
+        "WANDB_DATA_DIR": str(root / "data"),
+    }
     with pytest.MonkeyPatch.context() as mp:
         for key, value in env.items():
             mp.setenv(key, value)
@@ -369,4 +374,3 @@ def test_mlflow_artifacts(mlflow_run):
     summary = json.loads((art / "summary_step000005.json").read_text())
     assert summary == {"auroc": 0.5, "n": 3, "m": {"a": [1]}}
     assert decode(art / "curves_step000005.png").shape == figure_to_array(make_figure()).shape
-

@@ -172,8 +172,9 @@ def test_bad_arguments(kwargs, match):
 
 def test_state_memory_does_not_grow_with_pixels():
     """Kept state per image is independent of K*H*W for the local scores."""
-    small, big = LabelQuality(num_classes=4, methods=["softmin", "iou"]), LabelQuality(
-        num_classes=4, methods=["softmin", "iou"]
+    small, big = (
+        LabelQuality(num_classes=4, methods=["softmin", "iou"]),
+        LabelQuality(num_classes=4, methods=["softmin", "iou"]),
     )
     for metric, size in ((small, 8), (big, 64)):
         probs = torch.rand(2, 4, size, size).softmax(1)

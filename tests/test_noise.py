@@ -22,9 +22,7 @@ UNL, IGN = 5, 255
 CV_SHAPES = {"rect": cv2.MORPH_RECT, "ellipse": cv2.MORPH_ELLIPSE, "cross": cv2.MORPH_CROSS}
 
 
-def random_masks(
-    n: int, h: int = 40, w: int = 48, seed: int = 0, ignore: bool = False
-) -> torch.Tensor:
+def random_masks(n: int, h: int = 40, w: int = 48, seed: int = 0, ignore: bool = False) -> torch.Tensor:
     """Numpy-painted masks: class 0 with rectangles/discs of 1..4 and unlabeled 5 (+ ignore)."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[:h, :w]
@@ -226,9 +224,7 @@ def test_structuring_element_matches_opencv(shape: str) -> None:
     kw=st.integers(1, 9),
     seed=st.integers(0, 2**31),
 )
-def test_morphology_matches_opencv(
-    h: int, w: int, density: float, shape: str, kh: int, kw: int, seed: int
-) -> None:
+def test_morphology_matches_opencv(h: int, w: int, density: float, shape: str, kh: int, kw: int, seed: int) -> None:
     rng = np.random.default_rng(seed)
     mask = rng.random((h, w)) < density
     if shape == "random":

@@ -43,8 +43,17 @@ def make_suspect(image: str | None = "float", issue: bool = False, **kw) -> Susp
     if issue:
         issue_mask = torch.zeros(H, W, dtype=torch.bool)
         issue_mask[6:18, 2:14] = True
-    return SuspectImage(index=17, score=0.0312, method="softmin", target=target, pred=pred,
-                        pixel_scores=pixel_scores, image=img, issue_mask=issue_mask, **kw)
+    return SuspectImage(
+        index=17,
+        score=0.0312,
+        method="softmin",
+        target=target,
+        pred=pred,
+        pixel_scores=pixel_scores,
+        image=img,
+        issue_mask=issue_mask,
+        **kw,
+    )
 
 
 def test_default_palette_distinct_deterministic_and_never_black():
@@ -59,8 +68,7 @@ def test_default_palette_distinct_deterministic_and_never_black():
     assert default_palette(3).tolist() == [[31, 119, 180], [255, 127, 14], [44, 160, 44]]
 
 
-@pytest.mark.parametrize(("arg", "exc"), [(0, ValueError), (70000, ValueError), (2.0, TypeError),
-                                          (True, TypeError)])
+@pytest.mark.parametrize(("arg", "exc"), [(0, ValueError), (70000, ValueError), (2.0, TypeError), (True, TypeError)])
 def test_default_palette_rejects(arg, exc):
     with pytest.raises(exc, match="num_classes"):
         default_palette(arg)
@@ -151,7 +159,7 @@ def _panel_pixels(fig, title_prefix: str) -> np.ndarray:
     ax = next(a for a in fig.axes if a.get_title().startswith(title_prefix))
     box = ax.get_window_extent()
     top, bottom = arr.shape[0] - int(np.ceil(box.y1)), arr.shape[0] - int(box.y0)
-    return arr[top:bottom, int(np.ceil(box.x0)):int(box.x1)]
+    return arr[top:bottom, int(np.ceil(box.x0)) : int(box.x1)]
 
 
 def test_heat_panel_is_redder_where_pixel_scores_are_low():
@@ -162,8 +170,8 @@ def test_heat_panel_is_redder_where_pixel_scores_are_low():
     assert titles[3] == "suspicious pixels (50% < 0.5)"
     panel = _panel_pixels(fig, "suspicious pixels").astype(int)
     h, w, _ = panel.shape
-    left = panel[h // 4: 3 * h // 4, w // 8: 3 * w // 8].reshape(-1, 3)
-    right = panel[h // 4: 3 * h // 4, 5 * w // 8: 7 * w // 8].reshape(-1, 3)
+    left = panel[h // 4 : 3 * h // 4, w // 8 : 3 * w // 8].reshape(-1, 3)
+    right = panel[h // 4 : 3 * h // 4, 5 * w // 8 : 7 * w // 8].reshape(-1, 3)
     redness = lambda px: (px[:, 0] - px[:, 1:].mean(1)).mean()  # noqa: E731
     assert redness(left) > 150 and abs(redness(right)) < 20
     expected = suspicious_pixel_map(s.pixel_scores, s.image)
@@ -206,8 +214,7 @@ def test_figure_to_array_size():
 
 def _legend_values(ax, metric: str) -> dict[str, float]:
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
-    return {m.group(1): float(m.group(2))
-            for m in (re.fullmatch(rf"(.+) \({metric}=([0-9.]+)\)", t) for t in texts)}
+    return {m.group(1): float(m.group(2)) for m in (re.fullmatch(rf"(.+) \({metric}=([0-9.]+)\)", t) for t in texts)}
 
 
 def test_plot_detection_curves_matches_sklearn():
@@ -223,17 +230,14 @@ def test_plot_detection_curves_matches_sklearn():
     assert set(aurocs) == set(auprcs) == set(scores)
     for name, s in scores.items():
         assert aurocs[name] == pytest.approx(roc_auc_score(labels.numpy(), -s.numpy()), abs=5e-4)
-        assert auprcs[name] == pytest.approx(average_precision_score(labels.numpy(), -s.numpy()),
-                                             abs=5e-4)
+        assert auprcs[name] == pytest.approx(average_precision_score(labels.numpy(), -s.numpy()), abs=5e-4)
     assert aurocs["huge"] == aurocs["softmin"] > 0.7
     # sigmoid would saturate these to ties (AUROC 0.5); the true value is 3/4
-    fig = plot_detection_curves({"m": torch.tensor([100.0, 200.0, 300.0, 400.0])},
-                                torch.tensor([1, 0, 1, 0]))
+    fig = plot_detection_curves({"m": torch.tensor([100.0, 200.0, 300.0, 400.0])}, torch.tensor([1, 0, 1, 0]))
     assert _legend_values(fig.axes[0], "AUROC") == {"m": 0.75}
     assert figure_to_array(fig).shape == (420, 1000, 3)
     # NaN scores (e.g. images with every pixel ignored) are dropped and counted
-    fig = plot_detection_curves({"m": torch.tensor([0.1, float("nan"), 0.9, 0.2])},
-                                torch.tensor([1, 1, 0, 0]))
+    fig = plot_detection_curves({"m": torch.tensor([0.1, float("nan"), 0.9, 0.2])}, torch.tensor([1, 1, 0, 0]))
     assert fig.axes[0].get_legend().get_texts()[0].get_text() == "m (AUROC=1.000, 1 NaN dropped)"
 
 

@@ -48,9 +48,7 @@ def _check_shapes(preds: Tensor, target: Tensor, num_classes: int | None) -> Non
     if not isinstance(target, Tensor):
         raise TypeError(f"`target` must be a torch.Tensor, got {type(target).__name__}.")
     if not preds.is_floating_point():
-        raise TypeError(
-            f"`preds` must be a floating point tensor of probabilities or logits, got {preds.dtype}."
-        )
+        raise TypeError(f"`preds` must be a floating point tensor of probabilities or logits, got {preds.dtype}.")
     if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
         raise TypeError(
             f"`target` must be an integer tensor of class ids, got {target.dtype}. "

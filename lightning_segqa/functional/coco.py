@@ -37,7 +37,7 @@ def coco_from_prepared(prepared: PreparedInputs | PixelPass, connectivity: int =
     b, k = pp.s.shape[0], pp.num_classes
     s, target = pp.s, pp.target
     valid = torch.ones_like(target, dtype=torch.bool) if pp.valid is None else pp.valid
-    code = (pp.pred() * k + target.view(b, *pp.shape))
+    code = pp.pred() * k + target.view(b, *pp.shape)
     ids, num = label_connected_components(code, connectivity=connectivity, valid=valid.view(b, *pp.shape))
     ids = ids.reshape(b, -1)
     offsets = torch.cumsum(num, 0) - num
@@ -45,9 +45,7 @@ def coco_from_prepared(prepared: PreparedInputs | PixelPass, connectivity: int =
     total = int(num.sum()) if num.numel() else 0
     dtype = torch.float64
     comp_sum = torch.zeros(total, dtype=dtype, device=s.device).index_add_(0, gid, s[valid].to(dtype))
-    comp_size = torch.zeros(total, dtype=dtype, device=s.device).index_add_(
-        0, gid, torch.ones_like(gid, dtype=dtype)
-    )
+    comp_size = torch.zeros(total, dtype=dtype, device=s.device).index_add_(0, gid, torch.ones_like(gid, dtype=dtype))
     comp_label = torch.zeros(total, dtype=torch.long, device=s.device).scatter_(0, gid, target[valid])
     comp_image = torch.repeat_interleave(torch.arange(b, device=s.device), num)
     s_c = comp_sum / comp_size
@@ -93,7 +91,10 @@ def connected_components(
         tensor([0.4250])
     """
     prepared = prepare_inputs(
-        preds, target, ignore_index=ignore_index, input_format=input_format,
+        preds,
+        target,
+        ignore_index=ignore_index,
+        input_format=input_format,
         validate_args=validate_args,
     )
     return coco_from_prepared(_downsample(prepared, downsample), connectivity)

@@ -91,8 +91,7 @@ def _check_labels(labels: Tensor, connectivity: int, valid: Tensor | None) -> No
     spatial = labels.ndim - 1
     if isinstance(connectivity, bool) or not isinstance(connectivity, int):
         raise TypeError(
-            f"`connectivity` must be an int in [1, {spatial}], got {type(connectivity).__name__} "
-            f"{connectivity!r}."
+            f"`connectivity` must be an int in [1, {spatial}], got {type(connectivity).__name__} {connectivity!r}."
         )
     if not 1 <= connectivity <= spatial:
         raise ValueError(
@@ -106,14 +105,10 @@ def _check_labels(labels: Tensor, connectivity: int, valid: Tensor | None) -> No
             raise TypeError(f"`valid` must have dtype torch.bool, got {valid.dtype}.")
         if valid.shape != labels.shape:
             raise ValueError(
-                f"`valid` must have the same shape as `labels` {tuple(labels.shape)}, "
-                f"got {tuple(valid.shape)}."
+                f"`valid` must have the same shape as `labels` {tuple(labels.shape)}, got {tuple(valid.shape)}."
             )
         if valid.device != labels.device:
-            raise ValueError(
-                f"`valid` must be on the same device as `labels` ({labels.device}), "
-                f"got {valid.device}."
-            )
+            raise ValueError(f"`valid` must be on the same device as `labels` ({labels.device}), got {valid.device}.")
 
 
 def label_connected_components(
@@ -234,11 +229,7 @@ def label_connected_components(
         f = f.scatter_reduce(0, f.long(), mn, reduce="amin", include_self=True)  # hook parents
         torch.minimum(f, mn, out=f)  # hook the pixels themselves (and shortcut)
         rounds += 1
-        if (
-            rounds >= first_check
-            and (rounds - first_check) % check_every == 0
-            and torch.equal(f, f_prev)
-        ):
+        if rounds >= first_check and (rounds - first_check) % check_every == 0 and torch.equal(f, f_prev):
             break
 
     is_root = f == index
@@ -252,9 +243,7 @@ def label_connected_components(
     return ids.view(labels.shape), num_components
 
 
-def component_means(
-    values: Tensor, component_ids: Tensor, num_components: Tensor
-) -> tuple[Tensor, Tensor, Tensor]:
+def component_means(values: Tensor, component_ids: Tensor, num_components: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Average per-pixel vectors over the connected components of a batch.
 
     Components of all images are stacked into one "global" index: component ``k`` of image
@@ -305,9 +294,7 @@ def component_means(
             got = t.dtype if isinstance(t, Tensor) else type(t).__name__
             raise TypeError(f"`{name}` must be an integer tensor, got {got}.")
     if values.ndim < 3:
-        raise ValueError(
-            f"`values` must have shape (B, C, *spatial), got shape {tuple(values.shape)}."
-        )
+        raise ValueError(f"`values` must have shape (B, C, *spatial), got shape {tuple(values.shape)}.")
     expected = (values.shape[0], *values.shape[2:])
     if tuple(component_ids.shape) != expected:
         raise ValueError(
@@ -316,8 +303,7 @@ def component_means(
         )
     if tuple(num_components.shape) != (values.shape[0],):
         raise ValueError(
-            f"`num_components` must have shape (B,) = ({values.shape[0]},), "
-            f"got {tuple(num_components.shape)}."
+            f"`num_components` must have shape (B,) = ({values.shape[0]},), got {tuple(num_components.shape)}."
         )
 
     batch, channels = values.shape[:2]
@@ -336,7 +322,5 @@ def component_means(
     sums.index_add_(0, gid, flat_values.to(acc_dtype))
     counts = torch.bincount(gid, minlength=total + 1)[:total]
     means = (sums[:total] / counts.clamp_min(1).unsqueeze(1).to(acc_dtype)).to(values.dtype)
-    image_index = torch.repeat_interleave(
-        torch.arange(batch, device=device), num_components, output_size=total
-    )
+    image_index = torch.repeat_interleave(torch.arange(batch, device=device), num_components, output_size=total)
     return means, image_index, counts

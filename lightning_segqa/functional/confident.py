@@ -248,8 +248,9 @@ def find_label_issues(
         tensor([[[False,  True,  True]]])
     """
     prepared = _downsample(
-        prepare_inputs(preds, target, ignore_index=ignore_index, input_format=input_format,
-                       validate_args=validate_args),
+        prepare_inputs(
+            preds, target, ignore_index=ignore_index, input_format=input_format, validate_args=validate_args
+        ),
         downsample,
     )
     pp = pixel_pass(prepared)
@@ -287,8 +288,9 @@ def confident_learning_counts(
         tensor([0.3333])
     """
     prepared = _downsample(
-        prepare_inputs(preds, target, ignore_index=ignore_index, input_format=input_format,
-                       validate_args=validate_args),
+        prepare_inputs(
+            preds, target, ignore_index=ignore_index, input_format=input_format, validate_args=validate_args
+        ),
         downsample,
     )
     pp = pixel_pass(prepared)
@@ -322,6 +324,7 @@ def local_scores_and_issues(
     """
     from lightning_segqa.functional.pixel import local_scores
 
-    pp = pixel_pass(prepare_inputs(preds, target, ignore_index=ignore_index, input_format=input_format,
-                                   validate_args=validate_args))
+    pp = pixel_pass(
+        prepare_inputs(preds, target, ignore_index=ignore_index, input_format=input_format, validate_args=validate_args)
+    )
     return local_scores(pp, temperature), issue_mask(pp, batch_cutoff(pp))

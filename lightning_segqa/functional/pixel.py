@@ -59,7 +59,10 @@ def pixel_label_scores(
         tensor([[[0.9000, 0.2000]]])
     """
     prepared = prepare_inputs(
-        preds, target, ignore_index=ignore_index, input_format=input_format,
+        preds,
+        target,
+        ignore_index=ignore_index,
+        input_format=input_format,
         validate_args=validate_args,
     )
     return label_probabilities(prepared)
@@ -143,8 +146,17 @@ def pixel_pass(prepared: PreparedInputs) -> PixelPass:
         num_valid = v.sum(-1)
     else:
         num_valid = torch.full((b,), npix, device=probs.device, dtype=torch.long)
-    return PixelPass(s=s, pmax=pmax, target=target, valid=v, num_valid=num_valid, mis_idx=mis_idx,
-                     mis_pred=mis_pred, shape=shape, num_classes=k)
+    return PixelPass(
+        s=s,
+        pmax=pmax,
+        target=target,
+        valid=v,
+        num_valid=num_valid,
+        mis_idx=mis_idx,
+        mis_pred=mis_pred,
+        shape=shape,
+        num_classes=k,
+    )
 
 
 def local_scores(
@@ -221,7 +233,10 @@ def _public(name: str, doc_example: str):  # noqa: ANN202 - small factory for th
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
         prepared = prepare_inputs(
-            preds, target, ignore_index=ignore_index, input_format=input_format,
+            preds,
+            target,
+            ignore_index=ignore_index,
+            input_format=input_format,
             validate_args=validate_args,
         )
         if name == "softmin":  # needs only s: skip the rest of the pass

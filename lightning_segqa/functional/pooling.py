@@ -84,5 +84,6 @@ def downsample(prepared: PreparedInputs, factor: int) -> PreparedInputs:
     votes = torch.bincount((rows + tb).flatten(), weights=vb.flatten().float(), minlength=n_small * k)
     small_target = votes.view(*tb.shape[:-1], k).argmax(-1)
     small_valid = counts > 0
-    return PreparedInputs(probs=small_probs, target=small_target, valid=small_valid,
-                          all_valid=prepared.all_valid and not any(pad))
+    return PreparedInputs(
+        probs=small_probs, target=small_target, valid=small_valid, all_valid=prepared.all_valid and not any(pad)
+    )

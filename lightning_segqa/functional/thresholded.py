@@ -150,7 +150,10 @@ def thresholded_ccp(
         tensor([1.0000, 0.5000])
     """
     prepared = prepare_inputs(
-        preds, target, ignore_index=ignore_index, input_format=input_format,
+        preds,
+        target,
+        ignore_index=ignore_index,
+        input_format=input_format,
         validate_args=validate_args,
     )
     grid = threshold_grid(thresholds, prepared.probs.device)
