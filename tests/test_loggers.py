@@ -16,7 +16,6 @@ from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 from lightning.pytorch.loggers.logger import DummyLogger, Logger
 from PIL import Image
 
-from lightning_segqa import loggers as segqa_loggers
 from lightning_segqa.loggers import (
     ADAPTERS,
     CSVAdapter,
@@ -29,6 +28,7 @@ from lightning_segqa.loggers import (
     adapter_for,
     adapters_for,
 )
+from lightning_segqa.loggers import base as loggers_base
 from lightning_segqa.visuals import (
     SuspectImage,
     figure_to_array,
@@ -274,7 +274,7 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(segqa_loggers.os, "replace", broken_replace)
+    monkeypatch.setattr(loggers_base.os, "replace", broken_replace)  # where _atomic_write lives
     with pytest.raises(OSError, match="disk full"):
         adapter.log_table("t", ["a"], [[2]], 0)
     assert path.read_text() == "a\n1\n"  # old content intact

@@ -1,0 +1,189 @@
+"""The abstract :class:`LoggerAdapter` and the helpers its subclasses share.
+
+Argument checks, key sanitising, JSON-safe values, atomic writes, PNG/CSV encoding and warn-once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+import warnings
+import weakref
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lightning.fabric.loggers import Logger
+from torch import Tensor
+
+from lightning_segqa import visuals as _v
+from lightning_segqa.visuals import SuspectImage
+
+Names = Sequence[str] | None
+Rows = Sequence[Sequence[Any]]
+_WARNED: weakref.WeakKeyDictionary[Any, set[str]] = weakref.WeakKeyDictionary()
+_TEMP_DIRS: weakref.WeakKeyDictionary[Any, Path] = weakref.WeakKeyDictionary()
+
+
+def _warn_once(logger: Any, tag: str, message: str) -> None:
+    seen = _WARNED.setdefault(logger, set())
+    if tag not in seen:
+        seen.add(tag)
+        warnings.warn(message, UserWarning, stacklevel=4)
+
+
+def _safe_key(key: str) -> str:
+    # ``/`` nests folders; other odd characters become ``_``
+    if not isinstance(key, str):
+        raise TypeError(f"`key` must be a str, got {type(key).__name__}")
+    parts = [re.sub(r"[^A-Za-z0-9._=-]+", "_", p).strip(".") or "_" for p in key.split("/") if p]
+    if not parts:
+        raise ValueError(f"`key` must contain a name, got {key!r}")
+    return "/".join(parts)
+
+
+def _check(step: int, suspects: Sequence[Any] = (), data: Any = None) -> None:
+    if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
+        raise TypeError(f"`step` must be a non-negative int, got {step!r}")
+    if not all(isinstance(s, SuspectImage) for s in suspects):
+        kinds = sorted({type(s).__name__ for s in suspects})
+        raise TypeError(f"`suspects` must be a sequence of SuspectImage, got items of type {kinds}")
+    if data is not None and not isinstance(data, Mapping):
+        raise TypeError(f"`data` must be a Mapping, got {type(data).__name__}")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Tensor):
+        value = value.detach().cpu()
+        return value.item() if value.numel() == 1 else value.tolist()
+    if isinstance(value, (np.generic, np.ndarray)):
+        return value.tolist()
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _table(columns: Sequence[str], rows: Rows) -> list[list[Any]]:
+    out = [[_plain(v) for v in row] for row in rows]
+    for i, row in enumerate(out):
+        if len(row) != len(columns):
+            raise ValueError(f"`rows[{i}]` must have {len(columns)} values, got {len(row)}")
+    return out
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _png(array: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _csv(columns: Sequence[str], rows: Rows) -> bytes:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerows([list(columns), *rows])
+    return buf.getvalue().encode()
+
+
+def _records(suspects: Sequence[SuspectImage]) -> list[dict[str, Any]]:
+    return [
+        {
+            "rank": r,
+            "index": int(s.index),
+            "score": float(s.score),
+            "method": s.method,
+            "is_mislabeled": _plain(s.is_mislabeled),
+            "caption": _v.suspect_caption(s),
+            "file": f"rank{r:02d}_idx{s.index}.png",
+        }
+        for r, s in enumerate(suspects, start=1)
+    ]
+
+
+class LoggerAdapter(ABC):
+    """Logs suspects, tables, figures and JSON through one Lightning (or Fabric) ``logger``.
+
+    :meth:`log_json` defaults to a file in :meth:`files_dir`. Call the methods on global rank zero
+    only (Lightning's loggers ignore other ranks; the file adapters would write duplicates).
+
+    Examples:
+        >>> from lightning.pytorch.loggers.logger import DummyLogger
+        >>> from lightning_segqa.loggers import adapter_for
+        >>> isinstance(adapter_for(DummyLogger()), LoggerAdapter)
+        True
+
+    """
+
+    warn_no_images = False
+
+    def __init__(self, logger: Logger) -> None:
+        if not isinstance(logger, Logger):
+            raise TypeError(f"`logger` must be a Lightning Logger, got {type(logger).__name__}")
+        self.logger = logger
+
+    @abstractmethod
+    def log_suspects(
+        self,
+        key: str,
+        suspects: Sequence[SuspectImage],
+        step: int,
+        class_names: Names,
+        palette: Tensor | None,
+        ignore_index: int | None,
+    ) -> None:
+        """Log each suspect's rendered picture (suspect ``r`` is ``rank{r:02d}``) and caption."""
+
+    @abstractmethod
+    def log_table(self, key: str, columns: Sequence[str], rows: Rows, step: int) -> None:
+        """Log a table; each row has one value per column."""
+
+    @abstractmethod
+    def log_figure(self, key: str, figure: Any, step: int) -> None:
+        """Log a matplotlib figure."""
+
+    def log_json(self, key: str, data: Mapping[str, Any], step: int) -> None:
+        """Write ``data`` to ``{key}_step{step:06d}.json`` in the adapter's output folder."""
+        _check(step, data=data)
+        blob = json.dumps(_plain(data), indent=2, default=str).encode()
+        _atomic_write(self._output_dir() / f"{_safe_key(key)}_step{step:06d}.json", blob)
+
+    def files_dir(self) -> Path:
+        """Return ``segqa/`` under the logger's ``log_dir``, else ``save_dir``, else a temp dir."""
+        root = getattr(self.logger, "log_dir", None) or getattr(self.logger, "save_dir", None)
+        if not isinstance(root, (str, os.PathLike)):
+            if self.logger not in _TEMP_DIRS:
+                _TEMP_DIRS[self.logger] = Path(tempfile.mkdtemp(prefix="segqa_"))
+            root = _TEMP_DIRS[self.logger]
+        return Path(root) / "segqa"
+
+    def _output_dir(self) -> Path:
+        root = self.files_dir()
+        if self.warn_no_images or self.logger in _TEMP_DIRS:  # one warning per logger instance
+            why = "has no image support" if self.warn_no_images else "has no log_dir or save_dir"
+            _warn_once(
+                self.logger,
+                "files",
+                f"{type(self.logger).__name__} {why}; lightning_segqa writes its images, tables and JSON under {root}",
+            )
+        return root

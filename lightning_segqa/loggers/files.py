@@ -1,0 +1,109 @@
+"""File-based adapters: :class:`FileAdapter` (any logger), :class:`CSVAdapter` and :class:`NullAdapter`."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor
+
+from lightning_segqa.loggers.base import (
+    LoggerAdapter,
+    Names,
+    Rows,
+    _atomic_write,
+    _check,
+    _csv,
+    _png,
+    _records,
+    _safe_key,
+    _table,
+)
+from lightning_segqa.visuals import SuspectImage, figure_to_array, render_suspect
+
+
+class FileAdapter(LoggerAdapter):
+    """Fallback for loggers without image support: atomic PNG, CSV and JSON files.
+
+    Under :meth:`files_dir`: suspects at ``{key}/step{step:06d}/rank01_idx{index}.png`` (plus a
+    ``suspects.csv`` index), tables at ``{key}_step{step:06d}.csv``, figures at
+    ``{key}_step{step:06d}.png``, JSON at ``{key}_step{step:06d}.json``. Warns once per logger
+    instance that the logger has no image support, naming the folder.
+
+    Examples:
+        >>> from lightning.pytorch.loggers.logger import Logger
+        >>> from lightning_segqa.loggers import adapter_class_for
+        >>> adapter_class_for(Logger) is FileAdapter  # any logger without its own adapter
+        True
+
+    """
+
+    warn_no_images = True
+
+    def log_suspects(
+        self,
+        key: str,
+        suspects: Sequence[SuspectImage],
+        step: int,
+        class_names: Names,
+        palette: Tensor | None,
+        ignore_index: int | None,
+    ) -> None:
+        """Write one PNG per suspect and a ``suspects.csv`` index next to them."""
+        _check(step, suspects)
+        if not suspects:
+            return
+        folder = self._output_dir() / _safe_key(key) / f"step{step:06d}"
+        for r, s in enumerate(suspects, start=1):
+            arr = render_suspect(s, class_names, palette, ignore_index)
+            _atomic_write(folder / f"rank{r:02d}_idx{s.index}.png", _png(arr))
+        recs = _records(suspects)
+        _atomic_write(folder / "suspects.csv", _csv(list(recs[0]), [[*d.values()] for d in recs]))
+
+    def log_table(self, key: str, columns: Sequence[str], rows: Rows, step: int) -> None:
+        """Write ``{key}_step{step:06d}.csv``."""
+        _check(step)
+        blob = _csv(columns, _table(columns, rows))
+        _atomic_write(self._output_dir() / f"{_safe_key(key)}_step{step:06d}.csv", blob)
+
+    def log_figure(self, key: str, figure: Any, step: int) -> None:
+        """Write ``{key}_step{step:06d}.png``."""
+        _check(step)
+        blob = _png(figure_to_array(figure))
+        _atomic_write(self._output_dir() / f"{_safe_key(key)}_step{step:06d}.png", blob)
+
+
+class CSVAdapter(FileAdapter):
+    """:class:`FileAdapter` for ``CSVLogger``: the same files under its ``log_dir``, no warning.
+
+    Examples:
+        >>> import json
+        >>> import tempfile
+        >>> from pathlib import Path
+        >>> from lightning.pytorch.loggers import CSVLogger
+        >>> from lightning_segqa.loggers import adapter_for
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     adapter_for(CSVLogger(tmp, name="run")).log_json("summary", {"auroc": 0.9}, step=2)
+        ...     json.loads((Path(tmp) / "run/version_0/segqa/summary_step000002.json").read_text())
+        {'auroc': 0.9}
+
+    """
+
+    warn_no_images = False
+
+
+def _skip(*args: Any, **kwargs: Any) -> None:
+    """Do nothing."""
+
+
+class NullAdapter(LoggerAdapter):
+    """Does nothing: for Lightning's ``DummyLogger`` (e.g. under ``fast_dev_run``).
+
+    Examples:
+        >>> from lightning.pytorch.loggers.logger import DummyLogger
+        >>> from lightning_segqa.loggers import adapter_for
+        >>> adapter_for(DummyLogger()).log_table("t", ["a"], [[1]], step=0)  # writes nothing
+
+    """
+
+    log_suspects = log_table = log_figure = log_json = _skip  # type: ignore[assignment]

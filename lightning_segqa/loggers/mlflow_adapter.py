@@ -1,0 +1,69 @@
+"""Adapter for ``MLFlowLogger``: run artifacts through its ``MlflowClient`` (``mlflow`` is never imported here)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from torch import Tensor
+
+from lightning_segqa.loggers.base import LoggerAdapter, Names, Rows, _check, _plain, _records, _safe_key, _table
+from lightning_segqa.visuals import SuspectImage, render_suspect
+
+
+class MLFlowAdapter(LoggerAdapter):
+    """``MLFlowLogger``: run artifacts through its ``MlflowClient`` (``logger.experiment``).
+
+    Suspects: ``{key}/step{step:06d}/rank01_idx{index}.png`` plus ``suspects.json``; tables:
+    ``{key}_step{step:06d}_table.json``; JSON: ``{key}_step{step:06d}.json``; figures:
+    ``{key}_step{step:06d}.png``.
+
+    Examples:
+        >>> from lightning.pytorch.loggers import MLFlowLogger
+        >>> from lightning_segqa.loggers import adapter_class_for
+        >>> adapter_class_for(MLFlowLogger) is MLFlowAdapter
+        True
+
+    """
+
+    def log_suspects(
+        self,
+        key: str,
+        suspects: Sequence[SuspectImage],
+        step: int,
+        class_names: Names,
+        palette: Tensor | None,
+        ignore_index: int | None,
+    ) -> None:
+        """Log one PNG artifact per suspect and a JSON index of them."""
+        _check(step, suspects)
+        client, run_id = self.logger.experiment, self.logger.run_id
+        prefix = f"{_safe_key(key)}/step{step:06d}/"
+        for r, s in enumerate(suspects, start=1):
+            arr = render_suspect(s, class_names, palette, ignore_index)
+            client.log_image(run_id, arr, artifact_file=f"{prefix}rank{r:02d}_idx{s.index}.png")
+        if suspects:
+            client.log_dict(run_id, {"suspects": _records(suspects)}, f"{prefix}suspects.json")
+
+    def log_table(self, key: str, columns: Sequence[str], rows: Rows, step: int) -> None:
+        """Log the table column-wise with ``MlflowClient.log_table``."""
+        _check(step)
+        data = _table(columns, rows)
+        table = {c: [row[i] for row in data] for i, c in enumerate(columns)}
+        name = f"{_safe_key(key)}_step{step:06d}_table.json"
+        try:
+            self.logger.experiment.log_table(self.logger.run_id, data=table, artifact_file=name)
+        except ImportError:  # MlflowClient.log_table needs pandas
+            self.logger.experiment.log_dict(self.logger.run_id, table, name)
+
+    def log_figure(self, key: str, figure: Any, step: int) -> None:
+        """Log the figure with ``MlflowClient.log_figure``."""
+        _check(step)
+        name = f"{_safe_key(key)}_step{step:06d}.png"
+        self.logger.experiment.log_figure(self.logger.run_id, figure, name)
+
+    def log_json(self, key: str, data: Mapping[str, Any], step: int) -> None:
+        """Log ``data`` with ``MlflowClient.log_dict``."""
+        _check(step, data=data)
+        name = f"{_safe_key(key)}_step{step:06d}.json"
+        self.logger.experiment.log_dict(self.logger.run_id, _plain(data), name)

@@ -1,0 +1,69 @@
+"""Adapter for ``TensorBoardLogger``: images via ``add_image``, captions and tables via ``add_text``."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor
+
+from lightning_segqa import visuals as _v
+from lightning_segqa.loggers.base import LoggerAdapter, Names, Rows, _check, _table
+from lightning_segqa.visuals import SuspectImage, figure_to_array, render_suspect
+
+
+def _markdown(columns: Sequence[str], rows: Rows) -> str:
+    def cell(v: Any) -> str:
+        text = f"{v:.6g}" if isinstance(v, float) else str(v)
+        return text.replace("|", "\\|").replace("\n", " ")
+
+    lines = ["| " + " | ".join(map(cell, columns)) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(map(cell, row)) + " |" for row in rows])
+
+
+class TensorBoardAdapter(LoggerAdapter):
+    """``TensorBoardLogger``: images via ``add_image``, captions and tables via ``add_text``.
+
+    Suspect ``r`` is the image ``{key}/rank{r:02d}_idx{index}``; captions go to the text
+    ``{key}/captions``, tables to the text ``{key}`` as Markdown. Figures are drawn with Agg and
+    sent through ``add_image`` (what ``add_figure`` does, minus its ``pyplot`` import).
+
+    Examples:
+        >>> from lightning.pytorch.loggers import TensorBoardLogger
+        >>> from lightning_segqa.loggers import adapter_class_for
+        >>> adapter_class_for(TensorBoardLogger) is TensorBoardAdapter
+        True
+
+    """
+
+    def log_suspects(
+        self,
+        key: str,
+        suspects: Sequence[SuspectImage],
+        step: int,
+        class_names: Names,
+        palette: Tensor | None,
+        ignore_index: int | None,
+    ) -> None:
+        """Add one rendered image per suspect and one Markdown list of captions."""
+        _check(step, suspects)
+        writer, lines = self.logger.experiment, []
+        for r, s in enumerate(suspects, start=1):
+            arr = render_suspect(s, class_names, palette, ignore_index)
+            writer.add_image(f"{key}/rank{r:02d}_idx{s.index}", arr, step, dataformats="HWC")
+            lines.append(f"- **rank{r:02d}_idx{s.index}**: {_v.suspect_caption(s)}")
+        if lines:
+            writer.add_text(f"{key}/captions", "\n".join(lines), step)
+        writer.flush()
+
+    def log_table(self, key: str, columns: Sequence[str], rows: Rows, step: int) -> None:
+        """Add the table as Markdown text."""
+        _check(step)
+        self.logger.experiment.add_text(key, _markdown(columns, _table(columns, rows)), step)
+        self.logger.experiment.flush()
+
+    def log_figure(self, key: str, figure: Any, step: int) -> None:
+        """Add the figure as an image."""
+        _check(step)
+        self.logger.experiment.add_image(key, figure_to_array(figure), step, dataformats="HWC")
+        self.logger.experiment.flush()

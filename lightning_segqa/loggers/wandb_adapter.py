@@ -1,0 +1,92 @@
+"""Adapter for ``WandbLogger``: images with mask overlays, tables and figures (``wandb`` is never imported here)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import Tensor
+
+from lightning_segqa import visuals as _v
+from lightning_segqa.loggers.base import LoggerAdapter, Names, Rows, _check, _table, _warn_once
+from lightning_segqa.visuals import SuspectImage, figure_to_array, render_suspect
+
+
+def _wandb_masks(s: SuspectImage, names: Names, ignore_index: int | None) -> dict | None:
+    # W&B overlays need ids in 0..255: ignore pixels become 255; None if a class id is > 254
+    names, out, labels = list(names or ()), {}, {}
+    for kind, mask in (("ground_truth", s.target), ("predictions", s.pred)):
+        m = mask.detach().cpu().long().numpy()
+        ignore = (m == ignore_index) if ignore_index is not None else np.zeros(m.shape, bool)
+        ids = np.unique(m[~ignore])
+        if ids.size and (ids.min() < 0 or ids.max() > 254):
+            return None
+        labels.update({int(c): names[c] if c < len(names) else f"class {c}" for c in ids})
+        labels.update({255: "ignore"} if ignore.any() else {})
+        out[kind] = {"mask_data": np.where(ignore, 255, m).astype(np.uint8), "class_labels": labels}
+    return out
+
+
+class WandbAdapter(LoggerAdapter):
+    """``WandbLogger``: ``log_image`` with mask overlays, ``log_table``, figures as images.
+
+    ``{key}/masks`` gets each suspect's image (or its suspicious-pixel map when there is none)
+    with the given and predicted masks as W&B overlays; ``{key}/panels`` gets the rendered panels
+    (padded with white to one size).
+    Captions are ``rank{r:02d} <caption>``. JSON goes to ``segqa/`` in the run's files folder.
+
+    Examples:
+        >>> from lightning.pytorch.loggers import WandbLogger
+        >>> from lightning_segqa.loggers import adapter_class_for
+        >>> adapter_class_for(WandbLogger) is WandbAdapter
+        True
+
+    """
+
+    def log_suspects(
+        self,
+        key: str,
+        suspects: Sequence[SuspectImage],
+        step: int,
+        class_names: Names,
+        palette: Tensor | None,
+        ignore_index: int | None,
+    ) -> None:
+        """Log the mask overlays and the rendered panels (two image lists)."""
+        _check(step, suspects)
+        if not suspects:
+            return
+        bases = [
+            _v._image_hwc(s.image)
+            if s.image is not None
+            else _v.suspicious_pixel_map(s.pixel_scores, issue_mask=s.issue_mask)
+            for s in suspects
+        ]
+        masks = [_wandb_masks(s, class_names, ignore_index) for s in suspects]
+        if any(m is None for m in masks):
+            _warn_once(
+                self.logger,
+                "masks",
+                "class ids outside 0..254 cannot be W&B mask overlays; those suspects are logged without them",
+            )
+        captions = [f"rank{r:02d} {_v.suspect_caption(s)}" for r, s in enumerate(suspects, start=1)]
+        panels = [render_suspect(s, class_names, palette, ignore_index) for s in suspects]
+        h, w = max(p.shape[0] for p in panels), max(p.shape[1] for p in panels)  # W&B wants 1 size
+        panels = [np.pad(p, ((0, h - p.shape[0]), (0, w - p.shape[1]), (0, 0)), constant_values=255) for p in panels]
+        self.logger.log_image(key=f"{key}/masks", images=bases, step=step, caption=captions, masks=masks)
+        self.logger.log_image(key=f"{key}/panels", images=panels, step=step, caption=captions)
+
+    def log_table(self, key: str, columns: Sequence[str], rows: Rows, step: int) -> None:
+        """Log a ``wandb.Table``."""
+        _check(step)
+        self.logger.log_table(key=key, columns=list(columns), data=_table(columns, rows), step=step)
+
+    def log_figure(self, key: str, figure: Any, step: int) -> None:
+        """Log the figure as a ``wandb.Image``."""
+        _check(step)
+        self.logger.log_image(key=key, images=[figure_to_array(figure)], step=step)
+
+    def _output_dir(self) -> Path:
+        return Path(self.logger.experiment.dir) / "segqa"
