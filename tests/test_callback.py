@@ -159,3 +159,24 @@ def test_bad_arguments():
         LabelQualityMonitor(K, class_names=["a"])
     with pytest.raises(ValueError, match="top_k"):
         LabelQualityMonitor(K, top_k=-1)
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_give_the_same_report(data, tmp_path):
+    """Validation under DDP (2 CPU processes, gloo): the written report equals one process's."""
+    from lightning_segqa import LabelQualityReport
+
+    torch.manual_seed(0)
+    model = SegmentationModule(K, arch="tiny")
+    subset = torch.utils.data.Subset(data, list(range(11)))  # odd: the sampler repeats an index
+    reports = {}
+    for name, kwargs in {"ddp": {"devices": 2, "strategy": "ddp_spawn"}, "single": {"devices": 1}}.items():
+        monitor = LabelQualityMonitor(K, top_k=2, downsample=2, report_dir=tmp_path / name)
+        trainer = Trainer(accelerator="cpu", logger=False, callbacks=[monitor], enable_progress_bar=False,
+                          enable_model_summary=False, **kwargs)
+        trainer.validate(model, DataLoader(subset, batch_size=3), verbose=False)
+        reports[name] = LabelQualityReport.from_json(tmp_path / name / "label_quality.json")
+    ddp, single = reports["ddp"], reports["single"]
+    assert ddp.indexes.tolist() == single.indexes.tolist() == list(range(11))
+    for m in single.methods:
+        torch.testing.assert_close(ddp.scores[m], single.scores[m], atol=1e-5, rtol=0)
