@@ -292,6 +292,11 @@ class LabelQualityMonitor(Callback):
         out_dir = self.resolve_report_dir(trainer)
         report.to_json(out_dir / f"label_quality{tag}.json")
         report.to_csv(out_dir / f"label_quality{tag}.csv", method=self.rank_by)
+        if figure is not None:
+            from lightning_segqa.loggers.base import atomic_write, png_bytes
+            from lightning_segqa.visuals import figure_to_array
+
+            atomic_write(out_dir / f"detection_curves{tag}.png", png_bytes(figure_to_array(figure)))
 
     def resolve_report_dir(self, trainer: Trainer) -> Path:
         """Where the report files go."""

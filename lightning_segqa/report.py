@@ -89,12 +89,21 @@ def detection_metrics(scores: Tensor, is_mislabeled: Tensor) -> dict[str, float]
     }
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, data: str | bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file and ``os.replace``: never a broken file.
+
+    Examples:
+        >>> import tempfile
+        >>> target = Path(tempfile.mkdtemp()) / "sub" / "a.txt"
+        >>> atomic_write(target, "hello"); target.read_text()
+        'hello'
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    raw = data.encode("utf-8") if isinstance(data, str) else data
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(raw)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -211,7 +220,7 @@ class LabelQualityReport:
         """JSON text; also written atomically to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=1, allow_nan=True)
         if path is not None:
-            _atomic_write(Path(path), text)
+            atomic_write(Path(path), text)
         return text
 
     @classmethod
@@ -239,7 +248,7 @@ class LabelQualityReport:
                 row.append(int(self.is_mislabeled[pos]))
             writer.writerow(row)
         if path is not None:
-            _atomic_write(Path(path), buf.getvalue())
+            atomic_write(Path(path), buf.getvalue())
         return buf.getvalue()
 
     def table(self, method: str = "softmin", k: int = 10) -> str:

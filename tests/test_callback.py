@@ -92,6 +92,7 @@ def test_tensorboard_and_csv_logging(data, tmp_path):
     with open(csv_logger.log_dir + "/metrics.csv") as f:
         rows = [r for r in csv.DictReader(f) if r.get("segqa/auroc_softmin")]
     assert float(rows[-1]["segqa/auroc_softmin"]) == pytest.approx(auroc, abs=1e-6)
+    assert (monitor.resolve_report_dir(trainer) / "detection_curves.png").stat().st_size > 1000
     saved = json.loads((monitor.resolve_report_dir(trainer) / "label_quality.json").read_text())
     assert saved["indexes"] == list(range(len(data)))
     assert saved["scores"]["softmin"] == pytest.approx(report.scores["softmin"].tolist(), abs=1e-6)

@@ -274,7 +274,7 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(loggers_base.os, "replace", broken_replace)  # where _atomic_write lives
+    monkeypatch.setattr(loggers_base.os, "replace", broken_replace)  # where atomic_write lives
     with pytest.raises(OSError, match="disk full"):
         adapter.log_table("t", ["a"], [[2]], 0)
     assert path.read_text() == "a\n1\n"  # old content intact

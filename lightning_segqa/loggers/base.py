@@ -5,7 +5,6 @@ Argument checks, key sanitising, JSON-safe values, atomic writes, PNG/CSV encodi
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
@@ -24,6 +23,7 @@ from lightning.fabric.loggers import Logger
 from torch import Tensor
 
 from lightning_segqa import visuals as _v
+from lightning_segqa.report import atomic_write
 from lightning_segqa.visuals import SuspectImage
 
 Names = Sequence[str] | None
@@ -78,20 +78,13 @@ def _table(columns: Sequence[str], rows: Rows) -> list[list[Any]]:
     return out
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+def png_bytes(array: np.ndarray) -> bytes:
+    """Encode an ``(H, W, 3)`` uint8 array as PNG bytes.
 
-
-def _png(array: np.ndarray) -> bytes:
+    Examples:
+        >>> png_bytes(np.zeros((2, 2, 3), dtype=np.uint8))[1:4]
+        b'PNG'
+    """
     from PIL import Image
 
     buf = io.BytesIO()
@@ -166,7 +159,7 @@ class LoggerAdapter(ABC):
         """Write ``data`` to ``{key}_step{step:06d}.json`` in the adapter's output folder."""
         _check(step, data=data)
         blob = json.dumps(_plain(data), indent=2, default=str).encode()
-        _atomic_write(self._output_dir() / f"{_safe_key(key)}_step{step:06d}.json", blob)
+        atomic_write(self._output_dir() / f"{_safe_key(key)}_step{step:06d}.json", blob)
 
     def files_dir(self) -> Path:
         """Return ``segqa/`` under the logger's ``log_dir``, else ``save_dir``, else a temp dir."""

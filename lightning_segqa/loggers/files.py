@@ -11,13 +11,13 @@ from lightning_segqa.loggers.base import (
     LoggerAdapter,
     Names,
     Rows,
-    _atomic_write,
     _check,
     _csv,
-    _png,
     _records,
     _safe_key,
     _table,
+    atomic_write,
+    png_bytes,
 )
 from lightning_segqa.visuals import SuspectImage, figure_to_array, render_suspect
 
@@ -56,21 +56,21 @@ class FileAdapter(LoggerAdapter):
         folder = self._output_dir() / _safe_key(key) / f"step{step:06d}"
         for r, s in enumerate(suspects, start=1):
             arr = render_suspect(s, class_names, palette, ignore_index)
-            _atomic_write(folder / f"rank{r:02d}_idx{s.index}.png", _png(arr))
+            atomic_write(folder / f"rank{r:02d}_idx{s.index}.png", png_bytes(arr))
         recs = _records(suspects)
-        _atomic_write(folder / "suspects.csv", _csv(list(recs[0]), [[*d.values()] for d in recs]))
+        atomic_write(folder / "suspects.csv", _csv(list(recs[0]), [[*d.values()] for d in recs]))
 
     def log_table(self, key: str, columns: Sequence[str], rows: Rows, step: int) -> None:
         """Write ``{key}_step{step:06d}.csv``."""
         _check(step)
         blob = _csv(columns, _table(columns, rows))
-        _atomic_write(self._output_dir() / f"{_safe_key(key)}_step{step:06d}.csv", blob)
+        atomic_write(self._output_dir() / f"{_safe_key(key)}_step{step:06d}.csv", blob)
 
     def log_figure(self, key: str, figure: Any, step: int) -> None:
         """Write ``{key}_step{step:06d}.png``."""
         _check(step)
-        blob = _png(figure_to_array(figure))
-        _atomic_write(self._output_dir() / f"{_safe_key(key)}_step{step:06d}.png", blob)
+        blob = png_bytes(figure_to_array(figure))
+        atomic_write(self._output_dir() / f"{_safe_key(key)}_step{step:06d}.png", blob)
 
 
 class CSVAdapter(FileAdapter):
