@@ -55,14 +55,21 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--train-epochs", type=int, default=3, help="train first so predictions are realistic")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
     if args.quick:
-        args.images, args.rounds = 16, 2
+        args.images, args.rounds, args.train_epochs = 16, 2, 1
+    if args.threads:
+        torch.set_num_threads(args.threads)
     k = len(STREET_CLASSES)
     images, masks = make_street_scenes(args.images, 96, 128, seed=0)
     loader = DataLoader(TensorSegmentationDataset(images, masks), batch_size=args.batch_size)
-    model = SegmentationModule(k, arch="fpn", encoder="mobilenet_v2", decoder_channels=64).eval()
+    model = SegmentationModule(k, arch="fpn", encoder="mobilenet_v2", decoder_channels=64)
+    Trainer(max_epochs=args.train_epochs, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+            enable_model_summary=False, accelerator="cpu").fit(model, DataLoader(loader.dataset, batch_size=8, shuffle=True))
+    model.eval()
     configs = {
         "without callback": lambda: None,
         "monitor, softmin only": lambda: LabelQualityMonitor(k, methods=["softmin"], draw_pictures=False),

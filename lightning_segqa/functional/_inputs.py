@@ -8,6 +8,7 @@ float probabilities, a target whose ignored pixels are mapped to class 0, and a 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -138,28 +139,32 @@ def _validate_values(
     fmt: str,
     validate_args: bool,
 ) -> str:
-    """Check values with a single host synchronisation and resolve ``auto``."""
-    stats = [preds.amin(), preds.amax(), (preds.sum(dim=1) - 1).abs().amax()]
-    stats.append((~torch.isfinite(preds)).sum().to(preds.dtype))
-    labels = target[valid]
-    if labels.numel():
-        stats += [labels.amin().to(preds.dtype), labels.amax().to(preds.dtype)]
+    """Check values and resolve ``auto`` with one host synchronisation (two for probabilities)."""
+    pmin, pmax = torch.aminmax(preds)  # NaN and +-inf show up here, no separate pass
+    if ignore_index is None:
+        lmin, lmax = torch.aminmax(target)
     else:
-        stats += [torch.zeros((), dtype=preds.dtype, device=preds.device)] * 2
-    pmin, pmax, sum_err, n_bad, lmin, lmax = torch.stack(stats).tolist()
-    if n_bad:
-        raise ValueError(f"`preds` contains {int(n_bad)} NaN or infinite values.")
-    if validate_args and (lmin < 0 or lmax >= k):
+        lmin = torch.where(valid, target, k).amin()
+        lmax = torch.where(valid, target, -1).amax()
+    pmin, pmax, lmin, lmax = torch.stack([pmin.double(), pmax.double(), lmin.double(), lmax.double()]).tolist()
+    if not (math.isfinite(pmin) and math.isfinite(pmax)):
+        bad = int((~torch.isfinite(preds)).sum())
+        raise ValueError(f"`preds` contains {bad} NaN or infinite values.")
+    if validate_args and lmax >= lmin and (lmin < 0 or lmax >= k):  # lmax < lmin: no valid pixel
         bad = lmin if lmin < 0 else lmax
         hint = "" if ignore_index is not None else " Set `ignore_index` if it marks pixels to skip."
         raise ValueError(
             f"`target` holds class id {int(bad)}, outside [0, {k}) for num_classes={k} "
             f"(ignore_index={ignore_index}).{hint}"
         )
-    looks_like_probs = pmin >= 0 and pmax <= 1 and sum_err <= _PROB_SUM_TOL
+    in_range = pmin >= 0 and pmax <= 1
+    if fmt == "logits" or (fmt == "auto" and not in_range) or (fmt == "probs" and not validate_args):
+        return "logits" if fmt == "auto" else fmt
+    sum_err = float((preds.sum(dim=1) - 1).abs().amax()) if in_range else float("inf")
+    looks_like_probs = in_range and sum_err <= _PROB_SUM_TOL
     if fmt == "auto":
         return "probs" if looks_like_probs else "logits"
-    if fmt == "probs" and validate_args and not looks_like_probs:
+    if not looks_like_probs:
         raise ValueError(
             "`preds` were declared probabilities (input_format='probs') but hold values in "
             f"[{pmin:.4g}, {pmax:.4g}] with per-pixel sums off 1 by up to {sum_err:.3g}; "
