@@ -9,7 +9,7 @@ scores NaN.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import Tensor
@@ -79,35 +79,68 @@ def _softmin_from_pixels(s: Tensor, valid: Tensor | None, temperature: float) ->
     return (s * w).sum(-1) / w.sum(-1)
 
 
-@dataclass
 class PixelPass:
-    """Per-pixel quantities from one pass over the probabilities, flattened to ``(B, P)``.
+    """Per-pixel quantities of a batch, flattened to ``(B, P)``, computed once and only when asked.
 
-    The argmax is only resolved where the annotated class is not the most probable one: a
-    pixel counts as correctly classified when ``s_ij`` equals the largest probability (ties
-    go to the annotation), and ``mis_pred`` holds the first most probable class of the others.
+    ``s`` (the probability of the annotated class) is computed up front; ``pmax``, the
+    mispredicted pixels and their predicted class are computed on first use, so a score that
+    needs only ``s`` (softmin, CIL) reads the probabilities once. The argmax is resolved only
+    where the annotated class is not the most probable one: a pixel counts as correctly
+    classified when ``s_ij`` equals the largest probability (ties go to the annotation), and
+    ``mis_pred`` holds the first most probable class of the others.
 
     Attributes:
         s: ``(B, P)`` probability of the annotated class (0 at ignored pixels).
-        pmax: ``(B, P)`` largest probability.
         target: ``(B, P)`` annotated class (0 at ignored pixels).
         valid: ``(B, P)`` bool, or None when no pixel is ignored.
         num_valid: ``(B,)`` valid pixels per image.
-        mis_idx: ``(M,)`` flat positions (into ``B * P``) of valid mispredicted pixels.
-        mis_pred: ``(M,)`` their predicted class.
         shape: spatial shape of the images.
         num_classes: ``K``.
+
+    Examples:
+        >>> import torch
+        >>> pp = PixelPass(prepare_inputs(torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]]), torch.tensor([[[0, 0]]])))
+        >>> pp.s, pp.mis_idx, pp.mis_pred
+        (tensor([[0.9000, 0.2000]]), tensor([1]), tensor([1]))
     """
 
-    s: Tensor
-    pmax: Tensor
-    target: Tensor
-    valid: Tensor | None
-    num_valid: Tensor
-    mis_idx: Tensor
-    mis_pred: Tensor
-    shape: tuple[int, ...]
-    num_classes: int
+    def __init__(self, prepared: PreparedInputs) -> None:
+        probs, target = prepared.probs, prepared.target
+        b, k = probs.shape[:2]
+        self.shape = tuple(target.shape[1:])
+        self.num_classes = k
+        self._flat = probs.reshape(b, k, -1)
+        npix = self._flat.shape[2]
+        self.target = target.reshape(b, -1)
+        s = self._flat.gather(1, self.target.unsqueeze(1)).squeeze(1)
+        self.valid = None if prepared.all_valid else prepared.valid.reshape(b, -1)
+        if self.valid is not None:
+            s = torch.where(self.valid, s, torch.zeros_like(s))
+            self.num_valid = self.valid.sum(-1)
+        else:
+            self.num_valid = torch.full((b,), npix, device=probs.device, dtype=torch.long)
+        self.s = s
+
+    @cached_property
+    def pmax(self) -> Tensor:
+        """``(B, P)`` largest probability."""
+        return self._flat.amax(dim=1)
+
+    @cached_property
+    def mis_idx(self) -> Tensor:
+        """``(M,)`` flat positions (into ``B * P``) of valid mispredicted pixels."""
+        wrong = self.s < self.pmax
+        if self.valid is not None:
+            wrong &= self.valid
+        return wrong.view(-1).nonzero().squeeze(1)
+
+    @cached_property
+    def mis_pred(self) -> Tensor:
+        """``(M,)`` predicted class of the mispredicted pixels."""
+        k, npix = self.num_classes, self._flat.shape[2]
+        img, pix = self.mis_idx // npix, self.mis_idx % npix
+        rows = (img * (k * npix) + pix).unsqueeze(1) + torch.arange(k, device=self.s.device) * npix
+        return self._flat.reshape(-1)[rows].max(dim=1).indices
 
     def pred(self) -> Tensor:
         """``(B, *spatial)`` predicted mask (the annotation where it is among the most probable)."""
@@ -117,46 +150,15 @@ class PixelPass:
 
 
 def pixel_pass(prepared: PreparedInputs) -> PixelPass:
-    """Compute :class:`PixelPass` from prepared inputs.
+    """The :class:`PixelPass` of prepared inputs.
 
     Examples:
         >>> import torch
-        >>> p = prepare_inputs(torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]]), torch.tensor([[[0, 0]]]))
-        >>> pp = pixel_pass(p)
-        >>> pp.s, pp.mis_idx, pp.mis_pred
-        (tensor([[0.9000, 0.2000]]), tensor([1]), tensor([1]))
+        >>> pp = pixel_pass(prepare_inputs(torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]]), torch.tensor([[[0, 0]]])))
+        >>> pp.num_valid
+        tensor([2])
     """
-    probs, target, valid = prepared.probs, prepared.target, prepared.valid
-    b, k = probs.shape[:2]
-    shape = tuple(target.shape[1:])
-    flat = probs.reshape(b, k, -1)
-    npix = flat.shape[2]
-    target = target.reshape(b, -1)
-    s = flat.gather(1, target.unsqueeze(1)).squeeze(1)
-    pmax = flat.amax(dim=1)
-    all_valid = prepared.all_valid
-    v = None if all_valid else valid.reshape(b, -1)
-    wrong = s < pmax if v is None else (s < pmax) & v
-    mis_idx = wrong.view(-1).nonzero().squeeze(1)
-    img, pix = mis_idx // npix, mis_idx % npix
-    rows = (img * (k * npix) + pix).unsqueeze(1) + torch.arange(k, device=probs.device) * npix
-    mis_pred = flat.reshape(-1)[rows].max(dim=1).indices
-    if v is not None:
-        s = torch.where(v, s, torch.zeros_like(s))
-        num_valid = v.sum(-1)
-    else:
-        num_valid = torch.full((b,), npix, device=probs.device, dtype=torch.long)
-    return PixelPass(
-        s=s,
-        pmax=pmax,
-        target=target,
-        valid=v,
-        num_valid=num_valid,
-        mis_idx=mis_idx,
-        mis_pred=mis_pred,
-        shape=shape,
-        num_classes=k,
-    )
+    return PixelPass(prepared)
 
 
 def local_scores(
@@ -192,8 +194,8 @@ def local_scores(
         out["softmin"] = _softmin_from_pixels(s, valid, temperature)
     if "confidence_in_label" in methods:
         out["confidence_in_label"] = s.sum(-1) / denom
-    num_mis = torch.bincount(pp.mis_idx // s.shape[1], minlength=b)
     if "correctly_classified_pixels" in methods:
+        num_mis = torch.bincount(pp.mis_idx // s.shape[1], minlength=b)
         out["correctly_classified_pixels"] = (pp.num_valid - num_mis).to(s.dtype) / denom
     if "iou" in methods:
         out["iou"] = _mean_iou(pp).to(s.dtype)
@@ -239,12 +241,6 @@ def _public(name: str, doc_example: str):  # noqa: ANN202 - small factory for th
             input_format=input_format,
             validate_args=validate_args,
         )
-        if name == "softmin":  # needs only s: skip the rest of the pass
-            b = prepared.target.shape[0]
-            t = prepared.target.reshape(b, 1, -1)
-            s = prepared.probs.reshape(b, prepared.probs.shape[1], -1).gather(1, t).squeeze(1)
-            valid = None if prepared.all_valid else prepared.valid.reshape(b, -1)
-            return _softmin_from_pixels(s, valid, temperature)
         return local_scores(prepared, temperature, (name,))[name]
 
     score.__name__ = score.__qualname__ = name
