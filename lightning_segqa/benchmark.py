@@ -209,11 +209,17 @@ def predict_probs(module: torch.nn.Module, images: Tensor, batch_size: int = 16)
 
 
 def score_predictions(
-    probs: Tensor, masks: Tensor, is_mislabeled: Tensor, num_classes: int, batch_size: int = 16
+    probs: Tensor,
+    masks: Tensor,
+    is_mislabeled: Tensor,
+    num_classes: int,
+    batch_size: int = 16,
+    curves_path: Path | None = None,
 ) -> dict[str, dict[str, float]]:
     """Score every image with all seven methods (downsample 4) and measure error detection.
 
-    ``probs`` may be float16: each batch is cast to float32 and renormalised.
+    ``probs`` may be float16: each batch is cast to float32 and renormalised. With
+    ``curves_path``, the ROC and precision-recall curves of every method are saved there as PNG.
 
     Returns:
         ``{method: {"auroc", "auprc", "lift_at_t", "lift_at_100"}}``.
@@ -232,7 +238,15 @@ def score_predictions(
         p = probs[s : s + batch_size].float()
         e = s + p.shape[0]
         metric.update(p / p.sum(1, keepdim=True), masks[s:e].long(), torch.arange(s, e), is_mislabeled[s:e].bool())
-    return metric.compute().detection()
+    report = metric.compute()
+    if curves_path is not None and 0 < int(report.is_mislabeled.sum()) < len(report):
+        from lightning_segqa.loggers.base import png_bytes
+        from lightning_segqa.report import atomic_write
+        from lightning_segqa.visuals import figure_to_array, plot_detection_curves
+
+        figure = plot_detection_curves(report.scores, report.is_mislabeled)
+        atomic_write(Path(curves_path), png_bytes(figure_to_array(figure)))
+    return report.detection()
 
 
 def cache_path(
@@ -407,8 +421,9 @@ def run_benchmark(
                 echo(f"[{error}/{model}] trained and predicted in {entry['train_seconds']:.0f} s; cached {path}")
             else:
                 echo(f"[{error}/{model}] re-scoring cached predictions {path}")
+            curves = Path(args.out) / "curves" / f"{error}_{model}.png"
             det = score_predictions(
-                entry["probs"], entry["masks"], entry["is_mislabeled"], data.num_classes, args.batch_size
+                entry["probs"], entry["masks"], entry["is_mislabeled"], data.num_classes, args.batch_size, curves
             )
             result.metrics.setdefault(error, {})[model] = det
             result.train_seconds.setdefault(error, {})[model] = float(entry["train_seconds"])

@@ -149,6 +149,11 @@ def test_cache_round_trip_does_not_retrain(scenes, tmp_path, monkeypatch):
         assert entry["masks"].shape == (10, 32, 32) and entry["is_mislabeled"].shape == (10,)
         assert torch.equal(entry["clean"].long(), scenes.val_masks)
     assert "### Table 4. Lift@100" in md.read_text()
+    from PIL import Image
+
+    for error in ("drop", "swap"):  # ROC/PR curves per run, as files
+        with Image.open(tmp_path / "out" / "curves" / f"{error}_tiny.png") as img:
+            assert img.size[0] > 400 and img.size[1] > 200
 
     def boom(*a, **k):
         raise AssertionError("must not train when the cache exists")
