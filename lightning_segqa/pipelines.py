@@ -12,7 +12,7 @@ import torch
 from lightning_segqa.callback import LabelQualityMonitor
 from lightning_segqa.cross_validation import CrossValidation
 from lightning_segqa.models import SegmentationModule
-from lightning_segqa.report import LabelQualityReport
+from lightning_segqa.report import METHODS, LabelQualityReport
 
 
 @dataclass
@@ -72,6 +72,7 @@ def run_cross_validation(
     seed_everything(config.seed, workers=True, verbose=False)
     monitor = LabelQualityMonitor(
         num_classes,
+        methods=METHODS,  # the demo and the audit compare all seven scores
         class_names=class_names,
         ignore_index=ignore_index,
         top_k=top_k,

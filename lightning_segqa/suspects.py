@@ -61,7 +61,8 @@ class SuspectHeap:
         take = min(self.k, scores.numel())
         cand = torch.topk(torch.nan_to_num(scores.float(), nan=float("inf")), take, largest=False)
         values = cand.values.tolist()  # one small host transfer per batch
-        chosen = [int(p) for p, v in zip(cand.indices.tolist(), values, strict=True) if v < worst_kept]
+        room = len(self._items) < self.k  # while not full, keep everything offered (NaN scores too)
+        chosen = [int(p) for p, v in zip(cand.indices.tolist(), values, strict=True) if room or v < worst_kept]
         if not chosen:
             return
         sel = torch.tensor(chosen, device=scores.device)
@@ -70,7 +71,7 @@ class SuspectHeap:
         small = _downsample(sub, self.downsample)
         s_full = probs.gather(1, target.unsqueeze(1)).squeeze(1)
         s_small = small.probs.gather(1, small.target.unsqueeze(1)).squeeze(1)
-        mis_small = small.valid & (small.probs.argmax(1) != small.target)
+        mis_small = small.valid & (s_small < small.probs.amax(1))  # as the scores count it: ties are correct
         for j, pos in enumerate(chosen):
             self._items.append(
                 {

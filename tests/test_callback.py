@@ -173,11 +173,33 @@ def test_ddp_two_processes_give_the_same_report(data, tmp_path):
     reports = {}
     for name, kwargs in {"ddp": {"devices": 2, "strategy": "ddp_spawn"}, "single": {"devices": 1}}.items():
         monitor = LabelQualityMonitor(K, top_k=2, downsample=2, report_dir=tmp_path / name)
-        trainer = Trainer(accelerator="cpu", logger=False, callbacks=[monitor], enable_progress_bar=False,
-                          enable_model_summary=False, **kwargs)
+        trainer = Trainer(
+            accelerator="cpu",
+            logger=False,
+            callbacks=[monitor],
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            **kwargs,
+        )
         trainer.validate(model, DataLoader(subset, batch_size=3), verbose=False)
         reports[name] = LabelQualityReport.from_json(tmp_path / name / "label_quality.json")
     ddp, single = reports["ddp"], reports["single"]
     assert ddp.indexes.tolist() == single.indexes.tolist() == list(range(11))
     for m in single.methods:
         torch.testing.assert_close(ddp.scores[m], single.scores[m], atol=1e-5, rtol=0)
+
+
+def test_suspect_heap_keeps_worst_and_nan_when_room():
+    from lightning_segqa.functional._inputs import prepare_inputs
+    from lightning_segqa.suspects import SuspectHeap
+
+    heap = SuspectHeap(k=3)
+    probs = torch.rand(4, 3, 4, 4).softmax(1)
+    prepared = prepare_inputs(probs, probs.argmax(1))
+    heap.push(torch.tensor([0.5, float("nan"), 0.2, 0.9]), torch.tensor([10, 11, 12, 13]), prepared)
+    assert [e.index for e in heap.entries()] == [12, 10, 13]
+    heap.push(torch.tensor([0.1, 0.95]), torch.tensor([20, 21]), prepare_inputs(probs[:2], probs[:2].argmax(1)))
+    assert [e.index for e in heap.entries()] == [20, 12, 10]
+    small = SuspectHeap(k=2)
+    small.push(torch.tensor([float("nan")]), torch.tensor([5]), prepare_inputs(probs[:1], probs[:1].argmax(1)))
+    assert [e.index for e in small.entries()] == [5]

@@ -218,3 +218,12 @@ def test_two_processes_give_the_same_report(tmp_path):
     for m in METHODS:
         torch.testing.assert_close(ddp.scores[m], single.scores[m], atol=1e-6, rtol=0)
     assert ddp.details["cl_num_issues"] == single.details["cl_num_issues"]
+
+
+def test_empty_batch_adds_nothing():
+    probs, target, truth = dataset()
+    metric = LabelQuality(num_classes=4)
+    metric.update(probs[:0], target[:0], indexes=torch.arange(0))
+    assert metric.metric_state["indexes"] == []
+    metric.update(probs[:3], target[:3], indexes=torch.arange(3))
+    assert metric.compute().indexes.tolist() == [0, 1, 2]

@@ -22,8 +22,28 @@ def test_demo_reduced_finds_drop_errors(tmp_path, capsys):
     Measured with these settings: softmin AUROC 0.908 (seed 0) and 0.844 (seed 1), chance is 0.5;
     the bound 0.7 leaves a margin for run-to-run differences.
     """
-    code = main(["demo", "--out", str(tmp_path), "--images", "60", "--height", "48", "--width", "64",
-                 "--arch", "tiny", "--epochs", "8", "--folds", "3", "--seed", "0", "--no-progress"])
+    code = main(
+        [
+            "demo",
+            "--out",
+            str(tmp_path),
+            "--images",
+            "60",
+            "--height",
+            "48",
+            "--width",
+            "64",
+            "--arch",
+            "tiny",
+            "--epochs",
+            "8",
+            "--folds",
+            "3",
+            "--seed",
+            "0",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     out = capsys.readouterr().out
     assert "tensorboard --logdir" in out and "AUROC" in out
@@ -65,8 +85,28 @@ def test_audit_runs_on_a_folder(tmp_path, capsys):
     names = tmp_path / "names.txt"
     names.write_text("\n".join(f"class{i}" for i in range(9)))
     out = tmp_path / "out"
-    code = main(["audit", "--images", str(img_dir), "--masks", str(mask_dir), "--num-classes", "9", "--class-names",
-                 str(names), "--folds", "3", "--epochs", "2", "--arch", "tiny", "--out", str(out), "--no-progress"])
+    code = main(
+        [
+            "audit",
+            "--images",
+            str(img_dir),
+            "--masks",
+            str(mask_dir),
+            "--num-classes",
+            "9",
+            "--class-names",
+            str(names),
+            "--folds",
+            "3",
+            "--epochs",
+            "2",
+            "--arch",
+            "tiny",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     data = json.loads((out / "label_quality.json").read_text())
     assert sorted(data["indexes"]) == list(range(12))

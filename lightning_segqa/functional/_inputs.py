@@ -121,7 +121,9 @@ def prepare_inputs(
     target = target.long()
     valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
     fmt = input_format
-    if validate_args or fmt == "auto":
+    if preds.numel() == 0:  # an empty batch: nothing to check or convert
+        fmt = "probs"
+    elif validate_args or fmt == "auto":
         fmt = _validate_values(preds, target, valid, k, ignore_index, fmt, validate_args)
     probs = preds.softmax(dim=1) if fmt == "logits" else preds.contiguous()
     if ignore_index is None:
