@@ -108,6 +108,19 @@ def confident_stats(prepared: PreparedInputs | PixelPass) -> ConfidentStats:
     )
 
 
+def _thresholds(sums: Tensor, counts: Tensor) -> Tensor:
+    """Per-class confident thresholds from per-class sums and counts of ``s`` (float64)."""
+    return (sums / counts.double().clamp_min(1)).clamp_min(THRESHOLD_LOWER_BOUND)
+
+
+def _cutoff(mis_pmax: Tensor, mis_pred: Tensor, thresholds: Tensor, candidates: Tensor) -> tuple[Tensor, Tensor]:
+    """Number of issues (confident mispredictions) and the ``s`` value of the last one."""
+    num_issues = (mis_pmax.double() >= (thresholds - COMPARISON_EPS)[mis_pred]).sum()
+    if int(num_issues) == 0:
+        return num_issues, torch.tensor(float("-inf"), device=candidates.device)
+    return num_issues, torch.kthvalue(candidates.float(), int(num_issues)).values
+
+
 def confident_cutoff(
     class_sums: Tensor,
     class_counts: Tensor,
@@ -139,19 +152,12 @@ def confident_cutoff(
         (1, 0.2)
     """
     k = class_sums.shape[-1]
-    sums = class_sums.reshape(-1, k).sum(0)
-    counts = class_counts.reshape(-1, k).sum(0).double()
-    thresholds = (sums / counts.clamp_min(1)).clamp_min(THRESHOLD_LOWER_BOUND)
+    thresholds = _thresholds(class_sums.reshape(-1, k).sum(0), class_counts.reshape(-1, k).sum(0))
     pred_class = torch.repeat_interleave(
         torch.arange(k, device=mis_s.device).repeat(mis_counts.reshape(-1, k).shape[0]),
         mis_counts.reshape(-1).long(),
     )
-    confident = mis_pmax.double() >= (thresholds - COMPARISON_EPS)[pred_class]
-    num_issues = confident.sum()
-    candidates = torch.cat([mis_s, low_s])
-    if int(num_issues) == 0:
-        return thresholds, num_issues, torch.tensor(float("-inf"), device=mis_s.device)
-    cutoff = torch.kthvalue(candidates, int(num_issues)).values
+    num_issues, cutoff = _cutoff(mis_pmax, pred_class, thresholds, torch.cat([mis_s, low_s]))
     return thresholds, num_issues, cutoff
 
 
@@ -203,16 +209,12 @@ def batch_cutoff(pp: PixelPass) -> Tensor:
         target, s_valid = target[keep], s_flat[keep]
     else:
         s_valid = s_flat
-    sums = torch.bincount(target, weights=s_valid.double(), minlength=k)
-    counts = torch.bincount(target, minlength=k).double()
-    thresholds = (sums / counts.clamp_min(1)).clamp_min(THRESHOLD_LOWER_BOUND)
-    mis_pmax = pp.pmax.reshape(-1)[pp.mis_idx].double()
-    num_issues = int((mis_pmax >= (thresholds - COMPARISON_EPS)[pp.mis_pred]).sum())
-    if num_issues == 0:
-        return torch.tensor(float("-inf"), device=s_flat.device)
+    thresholds = _thresholds(
+        torch.bincount(target, weights=s_valid.double(), minlength=k), torch.bincount(target, minlength=k)
+    )
     # every mispredicted pixel has s <= 0.5, so the num_issues lowest s all lie in s <= 0.5
-    candidates = s_valid[s_valid <= 0.5]
-    return torch.kthvalue(candidates.float(), num_issues).values
+    mis_pmax = pp.pmax.reshape(-1)[pp.mis_idx]
+    return _cutoff(mis_pmax, pp.mis_pred, thresholds, s_valid[s_valid <= 0.5])[1]
 
 
 def find_label_issues(
