@@ -247,3 +247,30 @@ def test_softmin_between_min_and_mean(seed, k, temperature):
     sm = F.softmin(probs, target, temperature=temperature)
     assert torch.all(sm >= s.min(1).values - 1e-6)
     assert torch.all(sm <= s.mean(1) + 1e-6)
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.sampled_from([1, 7, 70_000, 200_003]),
+    double=st.booleans(),
+    distinct=st.sampled_from([3, 1000, None]),
+    q=st.floats(0.0, 1.0),
+)
+def test_kth_smallest_equals_kthvalue(seed, n, double, distinct, q):
+    from lightning_segqa.functional.confident import kth_smallest
+
+    g = torch.Generator().manual_seed(seed)
+    values = torch.rand(n, generator=g, dtype=torch.float64 if double else torch.float32) ** 4  # dense near 0
+    if distinct is not None:  # many ties
+        values = (values * distinct).floor() / distinct
+    values[: n // 10] = torch.tensor([0.0, -0.0, 1e-40, -0.25], dtype=values.dtype).repeat(n)[: n // 10]
+    k = 1 + int(q * (n - 1))
+    assert kth_smallest(values, k).item() == torch.kthvalue(values, k).values.item()
+
+
+def test_kth_smallest_rejects_bad_k():
+    from lightning_segqa.functional.confident import kth_smallest
+
+    with pytest.raises(ValueError, match=r"`k` must lie in \[1, 3\].*got k=4"):
+        kth_smallest(torch.tensor([0.1, 0.2, 0.3]), 4)

@@ -23,12 +23,28 @@ def _flat(x: Tensor, keep: int) -> Tensor:
     return x.reshape(*x.shape[:keep], -1)
 
 
+def _take_label(flat: Tensor, target: Tensor) -> Tensor:
+    """``flat[b, target[b, j], j]`` for ``flat`` ``(B, K, P)`` and ``target`` ``(B, P)``.
+
+    A contiguous ``flat`` is gathered as ``(B, K * P)`` rows with flat indices
+    ``target * P + j``: one long gather per image, about twice as fast on CPU as a gather
+    along the class dimension (whose inner loop has length 1).
+    """
+    if not flat.is_contiguous():
+        return flat.gather(1, target.unsqueeze(1)).squeeze(1)
+    b, k, npix = flat.shape
+    index = torch.add(torch.arange(npix, device=flat.device), target, alpha=npix)
+    return flat.view(b, k * npix).gather(1, index)
+
+
 def label_probabilities(prepared: PreparedInputs) -> Tensor:
     """``s_ij``: the probability of the annotated class at every pixel, shape ``(B, *spatial)``.
 
     Ignored pixels get NaN.
     """
-    s = prepared.probs.gather(1, prepared.target.unsqueeze(1)).squeeze(1)
+    b, k = prepared.probs.shape[:2]
+    s = _take_label(prepared.probs.reshape(b, k, -1), prepared.target.reshape(b, -1))
+    s = s.view(prepared.target.shape)
     return torch.where(prepared.valid, s, torch.full_like(s, float("nan")))
 
 
@@ -69,14 +85,15 @@ def pixel_label_scores(
 
 
 def _softmin_from_pixels(s: Tensor, valid: Tensor | None, temperature: float) -> Tensor:
-    """Softmin over the last dimension of ``s`` (B, P), restricted to ``valid`` (None: all)."""
-    if valid is None:
-        w = torch.exp((s.amin(dim=-1, keepdim=True) - s) * (1.0 / temperature))
-        return (s * w).sum(-1) / w.sum(-1)
-    masked = torch.where(valid, s, torch.full_like(s, torch.finfo(s.dtype).max))
-    w = torch.exp((masked.amin(dim=-1, keepdim=True) - masked) * (1.0 / temperature))
-    w = torch.where(valid, w, torch.zeros_like(w))  # an image with no valid pixel gives 0/0 = NaN
-    return (s * w).sum(-1) / w.sum(-1)
+    """Softmin over the last dimension of ``s`` (B, P), restricted to ``valid`` (None: all).
+
+    ``sum_j s_j * softmax(-s / T)_j``: the fused, max-shifted ``torch.softmax`` gives the
+    weights, a batched dot product the weighted sum (two passes over ``s``).
+    """
+    z = s * (-1.0 / temperature)
+    if valid is not None:  # an image with no valid pixel gets all -inf: softmax gives NaN
+        z = z.masked_fill_(~valid, float("-inf"))
+    return torch.linalg.vecdot(torch.softmax(z, dim=-1), s)
 
 
 class PixelPass:
@@ -112,7 +129,7 @@ class PixelPass:
         self._flat = probs.reshape(b, k, -1)
         npix = self._flat.shape[2]
         self.target = target.reshape(b, -1)
-        s = self._flat.gather(1, self.target.unsqueeze(1)).squeeze(1)
+        s = _take_label(self._flat, self.target)
         self.valid = None if prepared.all_valid else prepared.valid.reshape(b, -1)
         if self.valid is not None:
             s = torch.where(self.valid, s, torch.zeros_like(s))
@@ -137,10 +154,24 @@ class PixelPass:
     @cached_property
     def mis_pred(self) -> Tensor:
         """``(M,)`` predicted class of the mispredicted pixels."""
-        k, npix = self.num_classes, self._flat.shape[2]
-        img, pix = self.mis_idx // npix, self.mis_idx % npix
-        rows = (img * (k * npix) + pix).unsqueeze(1) + torch.arange(k, device=self.s.device) * npix
-        return self._flat.reshape(-1)[rows].max(dim=1).indices
+        npix = self._flat.shape[2]
+        rows = self._flat.transpose(1, 2)[self.mis_idx // npix, self.mis_idx % npix]  # (M, K)
+        return rows.argmax(dim=1)
+
+    @cached_property
+    def class_counts(self) -> Tensor:
+        """``(B, K)`` valid pixels annotated with each class."""
+        b, npix = self.s.shape
+        counts = torch.zeros(b, self.num_classes, dtype=torch.long, device=self.s.device)
+        counts.scatter_add_(1, self.target, torch.ones(1, 1, dtype=torch.long, device=self.s.device).expand(b, npix))
+        if self.valid is not None:  # ignored pixels hold class 0
+            counts[:, 0] -= npix - self.num_valid
+        return counts
+
+    @cached_property
+    def mis_true(self) -> Tensor:
+        """``(M,)`` annotated class of the mispredicted pixels."""
+        return self.target.view(-1)[self.mis_idx]
 
     def pred(self) -> Tensor:
         """``(B, *spatial)`` predicted mask (the annotation where it is among the most probable)."""
@@ -206,14 +237,10 @@ def _mean_iou(pp: PixelPass) -> Tensor:
     """Mean IoU per image over classes present in the label or the prediction."""
     b, npix = pp.s.shape
     k = pp.num_classes
-    offset = (torch.arange(b, device=pp.s.device) * k).unsqueeze(1)
-    code = (pp.target + offset).view(-1)
-    if pp.valid is None:
-        area_true = torch.bincount(code, minlength=b * k)
-    else:
-        area_true = torch.bincount(code[pp.valid.view(-1)], minlength=b * k)
-    mis_true = torch.bincount(code[pp.mis_idx], minlength=b * k)
-    mis_pred = torch.bincount(pp.mis_idx // npix * k + pp.mis_pred, minlength=b * k)
+    area_true = pp.class_counts.view(-1)
+    img = pp.mis_idx // npix * k
+    mis_true = torch.bincount(img + pp.mis_true, minlength=b * k)
+    mis_pred = torch.bincount(img + pp.mis_pred, minlength=b * k)
     inter = area_true - mis_true
     union = (area_true + mis_pred).view(b, k).double()  # |true| + |pred| - |true & pred|
     inter = inter.view(b, k).double()
