@@ -12,10 +12,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 import warnings
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
 
 import torch
 from lightning.pytorch import Callback, Trainer
@@ -38,6 +43,7 @@ class EpochTimer(Callback):
         self.seconds = time.perf_counter() - self.start
 
 
+REPORT_DIR = Path(tempfile.mkdtemp(prefix="segqa_overhead_"))
 HOOKS = ("on_validation_epoch_start", "on_validation_batch_end", "on_validation_epoch_end")
 
 
@@ -61,8 +67,8 @@ def time_hooks(monitor):
 def validate_once(model, loader, monitor):
     timer = EpochTimer()
     callbacks = [monitor, timer] if monitor is not None else [timer]
-    if monitor is not None:  # keep the report files out of the working directory
-        monitor.report_dir = Path(tempfile.mkdtemp(prefix="segqa_overhead_"))
+    if monitor is not None:  # keep the report files out of the working directory; like the
+        monitor.report_dir = REPORT_DIR  # epochs of one training run, every run writes to one folder
     trainer = Trainer(
         logger=False,
         callbacks=callbacks,

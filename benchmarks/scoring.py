@@ -41,9 +41,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import numpy as np
+import torch
+import torch.nn.functional as F
 
 ITEM_ORDER = ("sum", "cl_softmin", "cl_issues", "softmin", "local", "cl_ours", "together", "label_quality")
 CLEANLAB_ITEMS = ("cl_softmin", "cl_issues")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,13 @@ from torch import Tensor
 
 from lightning_segqa.gate import ON_FAIL, GateDecision, LabelQualityError, check_gate_args, evaluate_gate
 from lightning_segqa.metric import LOCAL_METHODS, LabelQuality
-from lightning_segqa.report import DETECTION_METRICS, SHORT_NAMES, LabelQualityReport
+from lightning_segqa.report import (
+    DETECTION_METRICS,
+    SHORT_NAMES,
+    LabelQualityReport,
+    wait_for_writes,
+    write_in_background,
+)
 from lightning_segqa.suspects import SuspectHeap
 
 PREDS_KEYS = ("logits", "probs", "preds")
@@ -164,6 +171,10 @@ class LabelQualityMonitor(Callback):
         """Move the metric to the module's device."""
         self.metric.to(pl_module.device)
 
+    def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Wait until the report files queued for writing are on disk."""
+        wait_for_writes()
+
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Start afresh (nothing is scored during the sanity check or skipped epochs)."""
         self.metric.to(pl_module.device)
@@ -291,14 +302,15 @@ class LabelQualityMonitor(Callback):
             adapter.log_table(f"{key}/ranking", columns, rows, step)
             if figure is not None:
                 adapter.log_figure(f"{key}/detection_curves", figure, step)
+        # files go through a writer thread: the loop never waits on the disk (see `teardown`)
         out_dir = self.resolve_report_dir(trainer)
-        report.to_json(out_dir / f"label_quality{tag}.json")
-        report.to_csv(out_dir / f"label_quality{tag}.csv", method=self.rank_by)
+        write_in_background(out_dir / f"label_quality{tag}.json", report.to_json)
+        write_in_background(out_dir / f"label_quality{tag}.csv", partial(report.to_csv, method=self.rank_by))
         if figure is not None:
-            from lightning_segqa.loggers.base import atomic_write, png_bytes
+            from lightning_segqa.loggers.base import png_bytes
             from lightning_segqa.visuals import figure_to_array
 
-            atomic_write(out_dir / f"detection_curves{tag}.png", png_bytes(figure_to_array(figure)))
+            write_in_background(out_dir / f"detection_curves{tag}.png", png_bytes(figure_to_array(figure)))
 
     def resolve_report_dir(self, trainer: Trainer) -> Path:
         """Where the report files go."""

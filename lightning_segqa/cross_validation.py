@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from lightning_segqa.callback import LabelQualityMonitor
 from lightning_segqa.metric import LabelQuality
-from lightning_segqa.report import LabelQualityReport
+from lightning_segqa.report import LabelQualityReport, wait_for_writes
 
 CHECKPOINTS = ("last", "best")
 
@@ -221,6 +221,7 @@ class CrossValidation:
         )
         merged.report_dir = self.work_dir
         merged.publish(trainer, report, step=0)
+        wait_for_writes()  # the merged report is on disk when this returns
         self.merged_monitor = merged
         return report
 

@@ -177,8 +177,10 @@ class LabelQuality(Metric):
                 raise ValueError(f"`is_mislabeled` must have shape ({b},), got {tuple(truth_t.shape)}.")
             truth = truth_t.to(device=self.device, dtype=torch.float32)
         new: dict[str, Tensor] = {"indexes": idx, "is_mislabeled": truth}
-        num_valid = prepared.valid.reshape(b, -1).sum(-1)
-        new["num_valid"] = num_valid.float()
+        if prepared.all_valid:
+            new["num_valid"] = torch.full((b,), float(prepared.valid[0].numel()), device=self.device)
+        else:
+            new["num_valid"] = prepared.valid.reshape(b, -1).sum(-1).float()
         local_methods = [m for m in LOCAL_METHODS if m in self.methods]
         if local_methods:
             for m, value in local_scores(prepared, self.temperature, local_methods).items():

@@ -8,7 +8,9 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Mapping, Sequence
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,6 +110,49 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+_WRITER: ThreadPoolExecutor | None = None
+_PENDING: list[Future] = []
+_WRITER_LOCK = threading.Lock()
+
+
+def write_in_background(path: Path, data: str | bytes | Callable[[], str | bytes]) -> None:
+    """Queue :func:`atomic_write` of ``data`` (or of what ``data()`` returns) on a writer thread.
+
+    One thread writes in submission order, so the training loop never waits on a slow or
+    network disk. :func:`wait_for_writes` blocks until everything queued is on disk and
+    re-raises a failed write; queued writes also finish when the interpreter exits.
+
+    Examples:
+        >>> target = Path(tempfile.mkdtemp()) / "late.txt"
+        >>> write_in_background(target, lambda: "written on the writer thread")
+        >>> wait_for_writes(); target.read_text()
+        'written on the writer thread'
+    """
+    global _WRITER
+
+    def job() -> None:
+        atomic_write(path, data() if callable(data) else data)
+
+    with _WRITER_LOCK:
+        if _WRITER is None:
+            _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segqa-writer")
+        _PENDING.append(_WRITER.submit(job))
+
+
+def wait_for_writes() -> None:
+    """Block until every :func:`write_in_background` write is done; re-raise the first failure.
+
+    Examples:
+        >>> wait_for_writes()  # nothing queued: returns at once
+    """
+    with _WRITER_LOCK:
+        pending = list(_PENDING)
+        _PENDING.clear()
+    errors = [err for err in (fut.exception() for fut in pending) if err is not None]
+    if errors:
+        raise OSError(f"{len(errors)} background report write(s) failed; first: {errors[0]!r}") from errors[0]
 
 
 @dataclass
@@ -242,11 +287,12 @@ class LabelQualityReport:
         writer.writerow(
             ["rank", "index", *self.methods, *(["is_mislabeled"] if self.is_mislabeled is not None else [])]
         )
-        for rank, pos in enumerate(_order(self._method(method)).tolist(), start=1):
-            row = [rank, int(self.indexes[pos]), *(f"{float(self.scores[m][pos]):.6g}" for m in self.methods)]
-            if self.is_mislabeled is not None:
-                row.append(int(self.is_mislabeled[pos]))
-            writer.writerow(row)
+        order = _order(self._method(method))
+        columns = [range(1, len(order) + 1), self.indexes[order].tolist()]
+        columns += [[f"{v:.6g}" for v in self.scores[m][order].tolist()] for m in self.methods]
+        if self.is_mislabeled is not None:
+            columns.append(self.is_mislabeled[order].int().tolist())
+        writer.writerows(zip(*columns, strict=True))
         if path is not None:
             atomic_write(Path(path), buf.getvalue())
         return buf.getvalue()

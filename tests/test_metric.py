@@ -227,3 +227,18 @@ def test_empty_batch_adds_nothing():
     assert metric.metric_state["indexes"] == []
     metric.update(probs[:3], target[:3], indexes=torch.arange(3))
     assert metric.compute().indexes.tolist() == [0, 1, 2]
+
+
+def test_background_writes_keep_order_and_report_failures(tmp_path):
+    from lightning_segqa.report import wait_for_writes, write_in_background
+
+    target = tmp_path / "r.json"
+    for i in range(20):
+        write_in_background(target, f"version {i}")
+    wait_for_writes()
+    assert target.read_text() == "version 19"
+    (tmp_path / "a_file").write_text("x")
+    write_in_background(tmp_path / "a_file" / "r.json", "cannot: the parent is a file")
+    with pytest.raises(OSError, match="1 background report write"):
+        wait_for_writes()
+    wait_for_writes()  # the failure was reported once

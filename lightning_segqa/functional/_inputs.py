@@ -27,7 +27,8 @@ class PreparedInputs:
     Attributes:
         probs: ``(B, K, *spatial)`` probabilities in float32 (float64 kept as is).
         target: ``(B, *spatial)`` int64 class ids; ignored pixels hold 0.
-        valid: ``(B, *spatial)`` bool, False at ignored pixels.
+        valid: ``(B, *spatial)`` bool, False at ignored pixels (a read-only expanded view of
+            one True when nothing is ignored).
         all_valid: True when no pixel is ignored (lets scores skip masking).
     """
 
@@ -119,7 +120,10 @@ def prepare_inputs(
     if preds.dtype in (torch.float16, torch.bfloat16):
         preds = preds.float()
     target = target.long()
-    valid = target != ignore_index if ignore_index is not None else torch.ones_like(target, dtype=torch.bool)
+    if ignore_index is not None:
+        valid = target != ignore_index
+    else:  # a read-only view of one True: nothing allocated or written per pixel
+        valid = torch.ones((), dtype=torch.bool, device=target.device).expand(target.shape)
     fmt = input_format
     spread = float("inf")  # max - min of the values, when known
     if preds.numel() == 0:  # an empty batch: nothing to check or convert
