@@ -3,6 +3,7 @@
 import csv
 import json
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -203,3 +204,49 @@ def test_suspect_heap_keeps_worst_and_nan_when_room():
     small = SuspectHeap(k=2)
     small.push(torch.tensor([float("nan")]), torch.tensor([5]), prepare_inputs(probs[:1], probs[:1].argmax(1)))
     assert [e.index for e in small.entries()] == [5]
+
+
+def test_fit_with_wandb_and_mlflow_loggers(data, tmp_path, monkeypatch):
+    """Both loggers attached to one real fit: each gets the pictures, the table and the scalars."""
+    wandb = pytest.importorskip("wandb", reason="wandb is not installed")
+    pytest.importorskip("mlflow", reason="mlflow / mlflow-skinny is not installed")
+    from urllib.parse import unquote, urlparse
+
+    from lightning.pytorch.loggers import MLFlowLogger, WandbLogger
+
+    for key, value in {
+        "WANDB_MODE": "offline",
+        "WANDB_SILENT": "true",
+        "WANDB_DIR": str(tmp_path / "wandb"),
+        "WANDB_CACHE_DIR": str(tmp_path / "wandb" / "cache"),
+        "WANDB_CONFIG_DIR": str(tmp_path / "wandb" / "config"),
+        "WANDB_DATA_DIR": str(tmp_path / "wandb" / "data"),
+        "MLFLOW_ALLOW_FILE_STORE": "true",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+    }.items():
+        monkeypatch.setenv(key, value)
+    (tmp_path / "wandb").mkdir()
+    wb = WandbLogger(offline=True, save_dir=str(tmp_path / "wandb"), project="segqa-fit")
+    ml = MLFlowLogger(experiment_name="segqa-fit", tracking_uri=f"file:{tmp_path}/mlruns")
+    monitor = LabelQualityMonitor(K, top_k=2, class_names=STREET_CLASSES, report_dir=tmp_path / "report")
+    try:
+        trainer, _ = fit(data, tmp_path, monitor, [wb, ml])
+        run_dir = Path(wb.experiment.dir)
+        summary = dict(wb.experiment.summary)
+    finally:
+        wandb.finish()
+    auroc = monitor.report.detection()["softmin"]["auroc"]
+    # W&B: masks overlays and panels as images, the ranked table, the AUROC scalar
+    assert summary["segqa/auroc_softmin"] == pytest.approx(auroc, abs=1e-6)
+    assert len(list((run_dir / "media" / "images" / "segqa" / "suspects").glob("panels_*.png"))) >= 2
+    (table_file, *_) = sorted((run_dir / "media" / "table" / "segqa").glob("ranking_*.table.json"))
+    assert json.loads(table_file.read_text())["data"][0][1] == int(monitor.report.suspects("softmin", k=1))
+    # MLflow: the AUROC metric history (one value per epoch) and the picture artifacts
+    client = ml.experiment
+    history = client.get_metric_history(ml.run_id, "segqa/auroc_softmin")
+    assert len(history) == 2 and history[-1].value == pytest.approx(auroc, abs=1e-6)
+    art = Path(unquote(urlparse(client.get_run(ml.run_id).info.artifact_uri).path))
+    step_dir = art / "segqa" / "suspects" / f"step{trainer.global_step:06d}"
+    assert len(list(step_dir.glob("rank*_idx*.png"))) == 2
+    # the report files, written by the background writer before fit returned
+    assert json.loads((tmp_path / "report" / "label_quality.json").read_text())["indexes"] == list(range(len(data)))
