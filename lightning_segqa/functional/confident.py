@@ -86,7 +86,7 @@ def confident_stats(prepared: PreparedInputs | PixelPass) -> ConfidentStats:
     mis_code = pp.mis_idx // npix * k + pp.mis_pred
     order = torch.argsort(mis_code, stable=True)  # group by image, then predicted class
     mis_pos = pp.mis_idx[order]
-    low = (s_flat <= 0.5) & (s_flat >= pp.pmax.reshape(-1))  # correctly classified, low confidence
+    low = (s_flat <= 0.5) & ~pp.wrong.view(-1)  # correctly classified, low confidence
     if pp.valid is not None:
         low &= pp.valid.view(-1)
     low_pos = low.nonzero().squeeze(1)
@@ -95,7 +95,7 @@ def confident_stats(prepared: PreparedInputs | PixelPass) -> ConfidentStats:
         class_counts=class_counts,
         mis_counts=torch.bincount(mis_code, minlength=b * k).view(b, k).int(),
         mis_s=s_flat[mis_pos].float(),
-        mis_pmax=pp.pmax.reshape(-1)[mis_pos].float(),
+        mis_pmax=pp.mis_pmax[order].float(),
         low_counts=torch.bincount(low_pos // npix, minlength=b).int(),
         low_s=s_flat[low_pos].float(),
         num_valid=pp.num_valid,
@@ -234,8 +234,7 @@ def batch_cutoff(pp: PixelPass) -> Tensor:
         1, pp.target, pp.s.double()
     )
     thresholds = _thresholds(sums.sum(0), pp.class_counts.sum(0))
-    mis_pmax = pp.pmax.reshape(-1)[pp.mis_idx]
-    return _cutoff(mis_pmax, pp.mis_pred, thresholds, s_valid)[1]
+    return _cutoff(pp.mis_pmax, pp.mis_pred, thresholds, s_valid)[1]
 
 
 def find_label_issues(

@@ -23,18 +23,34 @@ def _flat(x: Tensor, keep: int) -> Tensor:
     return x.reshape(*x.shape[:keep], -1)
 
 
+# Temporaries of whole batches are built this many pixels at a time. Larger blocks are
+# allocated with mmap (glibc: over 32 MB) and pay a page fault per 4 KB on every call.
+CHUNK_PIXELS = 1 << 21
+
+
+def _image_chunks(b: int, npix: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` ranges of images holding at most ``CHUNK_PIXELS`` pixels (one image at least)."""
+    step = max(1, CHUNK_PIXELS // max(npix, 1))
+    return [(i, min(b, i + step)) for i in range(0, b, step)] or [(0, 0)]
+
+
 def _take_label(flat: Tensor, target: Tensor) -> Tensor:
     """``flat[b, target[b, j], j]`` for ``flat`` ``(B, K, P)`` and ``target`` ``(B, P)``.
 
     A contiguous ``flat`` is gathered as ``(B, K * P)`` rows with flat indices
     ``target * P + j``: one long gather per image, about twice as fast on CPU as a gather
-    along the class dimension (whose inner loop has length 1).
+    along the class dimension (whose inner loop has length 1). The indices are built a chunk
+    of images at a time.
     """
     if not flat.is_contiguous():
         return flat.gather(1, target.unsqueeze(1)).squeeze(1)
     b, k, npix = flat.shape
-    index = torch.add(torch.arange(npix, device=flat.device), target, alpha=npix)
-    return flat.view(b, k * npix).gather(1, index)
+    rows = flat.view(b, k * npix)
+    columns = torch.arange(npix, device=flat.device)
+    out = torch.empty(b, npix, dtype=flat.dtype, device=flat.device)
+    for i, j in _image_chunks(b, npix):
+        torch.gather(rows[i:j], 1, torch.add(columns, target[i:j], alpha=npix), out=out[i:j])
+    return out
 
 
 def label_probabilities(prepared: PreparedInputs) -> Tensor:
@@ -88,20 +104,23 @@ def _softmin_from_pixels(s: Tensor, valid: Tensor | None, temperature: float) ->
     """Softmin over the last dimension of ``s`` (B, P), restricted to ``valid`` (None: all).
 
     ``sum_j s_j * softmax(-s / T)_j``: the fused, max-shifted ``torch.softmax`` gives the
-    weights, a batched dot product the weighted sum (two passes over ``s``).
+    weights, a batched dot product the weighted sum; a chunk of images at a time.
     """
-    z = s * (-1.0 / temperature)
-    if valid is not None:  # an image with no valid pixel gets all -inf: softmax gives NaN
-        z = z.masked_fill_(~valid, float("-inf"))
-    return torch.linalg.vecdot(torch.softmax(z, dim=-1), s)
+    out = torch.empty(s.shape[0], dtype=s.dtype, device=s.device)
+    for i, j in _image_chunks(*s.shape):
+        z = s[i:j] * (-1.0 / temperature)
+        if valid is not None:  # an image with no valid pixel gets all -inf: softmax gives NaN
+            z = z.masked_fill_(~valid[i:j], float("-inf"))
+        torch.linalg.vecdot(torch.softmax(z, dim=-1), s[i:j], out=out[i:j])
+    return out
 
 
 class PixelPass:
     """Per-pixel quantities of a batch, flattened to ``(B, P)``, computed once and only when asked.
 
-    ``s`` (the probability of the annotated class) is computed up front; ``pmax``, the
-    mispredicted pixels and their predicted class are computed on first use, so a score that
-    needs only ``s`` (softmin, CIL) reads the probabilities once. The argmax is resolved only
+    ``s`` (the probability of the annotated class) is computed up front; the mispredicted
+    pixels, their predicted class and largest probability are computed on first use, so a
+    score that needs only ``s`` (softmin, CIL) reads the probabilities once. The argmax is resolved only
     where the annotated class is not the most probable one: a pixel counts as correctly
     classified when ``s_ij`` equals the largest probability (ties go to the annotation), and
     ``mis_pred`` holds the first most probable class of the others.
@@ -117,8 +136,8 @@ class PixelPass:
     Examples:
         >>> import torch
         >>> pp = PixelPass(prepare_inputs(torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]]), torch.tensor([[[0, 0]]])))
-        >>> pp.s, pp.mis_idx, pp.mis_pred
-        (tensor([[0.9000, 0.2000]]), tensor([1]), tensor([1]))
+        >>> pp.s, pp.mis_idx, pp.mis_pred, pp.mis_pmax
+        (tensor([[0.9000, 0.2000]]), tensor([1]), tensor([1]), tensor([0.8000]))
     """
 
     def __init__(self, prepared: PreparedInputs) -> None:
@@ -139,24 +158,39 @@ class PixelPass:
         self.s = s
 
     @cached_property
-    def pmax(self) -> Tensor:
-        """``(B, P)`` largest probability."""
-        return self._flat.amax(dim=1)
+    def wrong(self) -> Tensor:
+        """``(B, P)`` bool: valid pixels whose annotated class is not the most probable one.
+
+        The largest probability is taken a chunk of images at a time and not kept: a pixel
+        is mispredicted when ``s`` lies below it.
+        """
+        out = torch.empty(self.s.shape, dtype=torch.bool, device=self.s.device)
+        for i, j in _image_chunks(*self.s.shape):
+            torch.lt(self.s[i:j], self._flat[i:j].amax(dim=1), out=out[i:j])
+        if self.valid is not None:
+            out &= self.valid
+        return out
 
     @cached_property
     def mis_idx(self) -> Tensor:
-        """``(M,)`` flat positions (into ``B * P``) of valid mispredicted pixels."""
-        wrong = self.s < self.pmax
-        if self.valid is not None:
-            wrong &= self.valid
-        return wrong.view(-1).nonzero().squeeze(1)
+        """``(M,)`` flat positions (into ``B * P``) of valid mispredicted pixels, ascending."""
+        return self.wrong.view(-1).nonzero().squeeze(1)
 
     @cached_property
-    def mis_pred(self) -> Tensor:
-        """``(M,)`` predicted class of the mispredicted pixels."""
+    def _mis_max(self) -> tuple[Tensor, Tensor]:
         npix = self._flat.shape[2]
         rows = self._flat.transpose(1, 2)[self.mis_idx // npix, self.mis_idx % npix]  # (M, K)
-        return rows.argmax(dim=1)
+        return rows.max(dim=1)
+
+    @property
+    def mis_pred(self) -> Tensor:
+        """``(M,)`` predicted class (the first most probable) of the mispredicted pixels."""
+        return self._mis_max[1]
+
+    @property
+    def mis_pmax(self) -> Tensor:
+        """``(M,)`` largest probability of the mispredicted pixels."""
+        return self._mis_max[0]
 
     @cached_property
     def class_counts(self) -> Tensor:
