@@ -278,7 +278,11 @@ class LabelQualityMonitor(Callback):
 
     @rank_zero_only
     def publish(self, trainer: Trainer, report: LabelQualityReport, step: int, tag: str = "") -> None:
-        """Draw suspects, the ranked table and curves to every logger; write the report files."""
+        """Draw suspects, the ranked table and curves to every logger; queue the report files.
+
+        The JSON/CSV report (and the curves PNG) are written atomically on a background
+        thread; :meth:`teardown` or :func:`~lightning_segqa.report.wait_for_writes` waits for them.
+        """
         from lightning_segqa.loggers import adapters_for
 
         key = f"{self.log_prefix}{tag}"
