@@ -8,19 +8,18 @@ so reruns only re-score), scored with all seven methods. Numbers: ``docs/benchma
 from __future__ import annotations
 
 import argparse
-import math
-import os
-import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
 
+from lightning_segqa.benchmark_cache import _load_cache, _save_cache, cache_path
+from lightning_segqa.benchmark_tables import PAPER_ROWS, TABLES, BenchmarkResult, format_tables
+from lightning_segqa.benchmark_tables import Metrics as Metrics
 from lightning_segqa.data import FolderSegmentationDataset, TensorSegmentationDataset
 from lightning_segqa.metric import LabelQuality
 from lightning_segqa.models import ARCHITECTURES, SegmentationModule
@@ -35,25 +34,6 @@ __all__ = [
 CAMVID_NUM_CLASSES = 12
 CAMVID_UNLABELED = 11  # "Unlabelled": the class a drop error maps an object to
 DEFAULT_LR = 2e-3
-#: table rows in the paper's order: (method of :data:`~lightning_segqa.report.METHODS`, paper name)
-PAPER_ROWS: tuple[tuple[str, str], ...] = (
-    ("correctly_classified_pixels", "Correctly Classified Pixels"),
-    ("thresholded_ccp", "Thresholded CCP"),
-    ("confidence_in_label", "Confidence In Label"),
-    ("confident_learning_counts", "Confident Learning Counts"),
-    ("iou", "IoU"),
-    ("connected_components", "Connected Components"),
-    ("softmin", "Softmin"),
-)
-#: (detection metric, table title), as Tables 1-4 of the paper
-TABLES: tuple[tuple[str, str], ...] = (
-    ("auroc", "Table 1. AUROC"),
-    ("auprc", "Table 2. AUPRC"),
-    ("lift_at_t", "Table 3. Lift@T (T = number of mislabeled images)"),
-    ("lift_at_100", "Table 4. Lift@100"),
-)
-_MODEL_NAMES = {"deeplabv3plus": "DeepLabV3+", "fpn": "FPN", "unet": "U-Net", "tiny": "Tiny"}
-Metrics = dict[str, dict[str, dict[str, dict[str, float]]]]  # error -> model -> method -> metric
 
 
 class BenchmarkData(NamedTuple):
@@ -65,18 +45,6 @@ class BenchmarkData(NamedTuple):
     val_masks: Tensor  #: int64 ``(M, H, W)``
     num_classes: int
     unlabeled_index: int  #: the class drop errors map to
-
-
-@dataclass
-class BenchmarkResult:
-    """Detection metrics of every run, and the seconds each took to train and predict (as cached)."""
-
-    metrics: Metrics
-    train_seconds: dict[str, dict[str, float]] = field(default_factory=dict)
-
-    def tables(self, markdown: bool = False) -> str:
-        """Render the four tables, see :func:`format_tables`."""
-        return format_tables(self.metrics, markdown=markdown)
 
 
 def load_camvid(root: str | Path, size: tuple[int, int] | None = None, limit: int | None = None) -> BenchmarkData:
@@ -247,105 +215,6 @@ def score_predictions(
         figure = plot_detection_curves(report.scores, report.is_mislabeled)
         atomic_write(Path(curves_path), png_bytes(figure_to_array(figure)))
     return report.detection()
-
-
-def cache_path(
-    out: str | Path, error: str, model: str, encoder: str, size: Sequence[int], epochs: int, seed: int
-) -> Path:
-    """Where one run's validation probabilities are cached.
-
-    Examples:
-        >>> cache_path("runs", "drop", "fpn", "resnet18", (96, 128), 6, 0).as_posix()
-        'runs/cache/drop_fpn_resnet18_96x128_e6_s0.pt'
-    """
-    name = f"{error}_{model}_{encoder}_{size[0]}x{size[1]}_e{epochs}_s{seed}.pt"
-    return Path(out) / "cache" / name
-
-
-def _load_cache(path: Path, masks: Tensor, flags: Tensor, meta: dict) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    entry = torch.load(path, map_location="cpu", weights_only=True)
-    if entry.get("meta") != meta:
-        why = f"other settings ({entry.get('meta')} instead of {meta})"
-    elif not (torch.equal(entry["masks"].long(), masks) and torch.equal(entry["is_mislabeled"], flags)):
-        why = "other noisy masks"
-    else:
-        return entry
-    warnings.warn(f"{path} was made with {why}; retraining.", UserWarning, stacklevel=3)
-    return None
-
-
-def _save_cache(path: Path, entry: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(entry, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _cell(value: float, markdown: bool, best: bool) -> str:
-    text = "–" if math.isnan(value) else f"{value:.3f}"
-    return f"**{text}**" if markdown and best else text
-
-
-def format_tables(
-    metrics: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]], errors: Sequence[str] | None = None,
-    models: Sequence[str] | None = None, markdown: bool = False,
-) -> str:  # fmt: skip
-    """Tables 1-4 of the paper: rows = the seven methods, columns = error kind x model.
-
-    Args:
-        metrics: ``metrics[error][model][method][metric]``, e.g. from :func:`score_predictions`.
-        errors: column order of error kinds (default: the keys of ``metrics``).
-        models: column order of models within each kind (default: order of appearance).
-        markdown: Markdown tables (best value of each column in bold) instead of plain text.
-
-    Examples:
-        >>> from lightning_segqa.report import DETECTION_METRICS
-        >>> det = {m: dict.fromkeys(DETECTION_METRICS, 0.5) for m, _ in PAPER_ROWS}
-        >>> det["softmin"] = dict.fromkeys(DETECTION_METRICS, 0.9)
-        >>> text = format_tables({"drop": {"fpn": det}})
-        >>> print(text.splitlines()[0]); print(text.splitlines()[-1])
-        Table 1. AUROC
-        Softmin                      0.900
-        >>> format_tables({"drop": {"fpn": det}}, markdown=True).splitlines()[2]
-        '| Method | Drop FPN |'
-    """
-    errors = list(metrics) if errors is None else list(errors)
-    if models is None:
-        models = list(dict.fromkeys(m for e in errors for m in metrics.get(e, {})))
-    columns = [(e, m) for e in errors for m in models if m in metrics.get(e, {})]
-    nan = float("nan")
-    blocks = []
-    for key, title in TABLES:
-        values = {(e, m): [metrics[e][m].get(meth, {}).get(key, nan) for meth, _ in PAPER_ROWS] for e, m in columns}
-        best = {c: max((v for v in vals if not math.isnan(v)), default=nan) for c, vals in values.items()}
-        rows = [
-            [name, *(_cell(values[c][r], markdown, values[c][r] == best[c]) for c in columns)]
-            for r, (_, name) in enumerate(PAPER_ROWS)
-        ]
-        if markdown:
-            head = ["Method", *(f"{e.capitalize()} {_MODEL_NAMES.get(m, m)}" for e, m in columns)]
-            lines = [f"### {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" + "---:|" * len(columns)]
-            lines += ["| " + " | ".join(r) + " |" for r in rows]
-        else:
-            grid = [
-                ["Error", *(e.capitalize() for e, _ in columns)],
-                ["Model", *(_MODEL_NAMES.get(m, m) for _, m in columns)],
-            ]
-            grid += rows
-            widths = [max(len(r[i]) for r in grid) for i in range(len(grid[0]))]
-            lines = [title] + [
-                "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-                for r in grid
-            ]
-        blocks.append("\n".join(lines))
-    return "\n\n".join(blocks)
 
 
 def _check_args(args: argparse.Namespace) -> None:

@@ -1,0 +1,39 @@
+"""Pictures of suspect masks and detection curves, drawn without a global matplotlib backend.
+
+Figures are :class:`matplotlib.figure.Figure` objects drawn on their own ``FigureCanvasAgg``: this
+module never calls ``matplotlib.use`` or imports ``pyplot``, and imports matplotlib lazily.
+
+The code lives in :mod:`~lightning_segqa.visuals.pixel_maps` (palettes, coloured masks, suspicious
+pixel maps), :mod:`~lightning_segqa.visuals.suspect` (:class:`SuspectImage` and its picture),
+:mod:`~lightning_segqa.visuals.curves` (ROC and precision-recall curves) and
+:mod:`~lightning_segqa.visuals.canvas` (:func:`figure_to_array`); everything is importable from
+``lightning_segqa.visuals``.
+"""
+
+from lightning_segqa.visuals.canvas import figure_to_array
+from lightning_segqa.visuals.curves import plot_detection_curves
+from lightning_segqa.visuals.pixel_maps import (
+    HEAT_RGB,
+    ISSUE_RGB,
+    colorize_mask,
+    default_palette,
+    suspicious_pixel_map,
+)
+from lightning_segqa.visuals.pixel_maps import (
+    _image_hwc as _image_hwc,  # the W&B adapter uses it
+)
+from lightning_segqa.visuals.suspect import SuspectImage, render_suspect, render_suspect_figure, suspect_caption
+
+__all__ = [
+    "HEAT_RGB",
+    "ISSUE_RGB",
+    "SuspectImage",
+    "colorize_mask",
+    "default_palette",
+    "figure_to_array",
+    "plot_detection_curves",
+    "render_suspect",
+    "render_suspect_figure",
+    "suspect_caption",
+    "suspicious_pixel_map",
+]
