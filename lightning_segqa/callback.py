@@ -25,6 +25,7 @@ from lightning_segqa.report import (
 from lightning_segqa.suspects import SuspectHeap
 
 PREDS_KEYS = ("logits", "probs", "preds")
+KEY_FORMATS = {"logits": "logits", "probs": "probs"}  # input_format="auto" trusts these names
 
 
 class LabelQualityMonitor(Callback):
@@ -55,7 +56,9 @@ class LabelQualityMonitor(Callback):
         temperature: softmin temperature.
         ignore_index: class id excluded from every score.
         downsample: working resolution of connected components and confident learning.
-        input_format: ``"auto"``, ``"probs"`` or ``"logits"``.
+        input_format: ``"auto"``, ``"probs"`` or ``"logits"``. With ``"auto"`` an output under
+            the key ``logits`` is taken as logits and one under ``probs`` as probabilities;
+            any other key is detected from its values.
         preds_key: key of the model output in the returned dict (None: first found of
             ``logits``, ``probs``, ``preds``).
         target_key: key of the given mask.
@@ -132,6 +135,7 @@ class LabelQualityMonitor(Callback):
         if extract is not None and not callable(extract):
             raise TypeError(f"`extract` must be callable as extract(outputs, batch), got {type(extract).__name__}.")
         self.num_classes = num_classes
+        self.input_format = input_format
         self.rank_by = rank_by
         self.suspect_threshold = float(suspect_threshold)
         self.top_k = top_k
@@ -198,6 +202,8 @@ class LabelQualityMonitor(Callback):
         if not self._active:
             return
         got = self._extract(outputs, batch)
+        if self.input_format == "auto":  # an output named "logits" or "probs" says what it holds
+            self.metric.input_format = KEY_FORMATS.get(got["preds_key"], "auto")
         self.metric.update(got["preds"], got["target"], got["index"], got.get("is_mislabeled"))
         if self.heap.k and self.metric.last_batch is not None:
             prepared, scores = self.metric.last_batch
@@ -244,6 +250,7 @@ class LabelQualityMonitor(Callback):
                 "or pass extract=lambda outputs, batch: {'preds': ..., 'target': ..., 'index': ...}."
             )
         got = {name: data[key] for name, key in needed.items()}
+        got["preds_key"] = preds_key
         for name in ("image", "is_mislabeled"):
             key = self.keys[name]
             if key is not None and key in data:

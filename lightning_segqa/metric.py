@@ -157,6 +157,8 @@ class LabelQuality(Metric):
             indexes: ``(B,)`` dataset index of each image.
             is_mislabeled: optional ``(B,)`` bool ground truth, for detection metrics.
         """
+        # softmin and CIL read only s: logits need no separate scan, a NaN score reveals bad values
+        s_only = self.input_format == "logits" and set(self.methods) <= {"softmin", "confidence_in_label"}
         prepared = prepare_inputs(
             preds,
             target,
@@ -164,6 +166,7 @@ class LabelQuality(Metric):
             ignore_index=self.ignore_index,
             input_format=self.input_format,
             validate_args=self.validate_args,
+            scan_logits=not (s_only and self.validate_args),
         )
         b = preds.shape[0]
         idx = self._check_indexes(indexes, b)
@@ -185,6 +188,8 @@ class LabelQuality(Metric):
         if local_methods:
             for m, value in local_scores(prepared, self.temperature, local_methods).items():
                 new[f"score_{m}"] = value.float()
+        if s_only and self.validate_args:
+            _check_finite_scores(new, self.methods[0])
         if "thresholded_ccp" in self.methods:
             new["tccp_counts"] = tccp_counts(prepared, self.grid, self._uniform_grid).flatten().float()
         if "connected_components" in self.methods or "confident_learning_counts" in self.methods:
@@ -313,3 +318,12 @@ class LabelQuality(Metric):
             "cl_num_issues": int(num_issues),
             "cl_thresholds": thresholds.tolist(),
         }
+
+
+def _check_finite_scores(new: dict[str, Tensor], method: str) -> None:
+    """Raise if an image with valid pixels scored NaN: its logits held NaN or +inf."""
+    bad = torch.isnan(new[f"score_{method}"]) & (new["num_valid"] > 0)
+    if bool(bad.any()):
+        raise ValueError(
+            f"`preds` contains NaN or infinite values (images at batch positions {bad.nonzero().flatten().tolist()})."
+        )

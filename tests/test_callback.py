@@ -64,6 +64,7 @@ def test_tensorboard_and_csv_logging(data, tmp_path):
     monitor = LabelQualityMonitor(K, top_k=3, class_names=STREET_CLASSES, downsample=2)
     trainer, model = fit(data, tmp_path, monitor, [tb, csv_logger])
     report = monitor.report
+    assert monitor.metric.input_format == "logits"  # "auto" trusts the key `logits`
     expected = by_hand(model, data, downsample=2)
     for m in report.methods:
         torch.testing.assert_close(report.scores[m], expected.scores[m], atol=1e-5, rtol=0)

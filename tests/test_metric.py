@@ -242,3 +242,38 @@ def test_background_writes_keep_order_and_report_failures(tmp_path):
     with pytest.raises(OSError, match="1 background report write"):
         wait_for_writes()
     wait_for_writes()  # the failure was reported once
+
+
+@pytest.mark.parametrize("methods", [("softmin",), ("softmin", "confidence_in_label"), ("softmin", "iou")])
+def test_logits_without_a_scan_still_reject_non_finite_values(methods):
+    """Softmin/CIL on declared logits skip the value scan; a NaN or +inf still raises and changes nothing."""
+    probs, target, _ = dataset()
+    logits = probs.clamp_min(1e-6).log() * 3  # wide but finite logits
+    scanned = LabelQuality(num_classes=4, methods=methods, input_format="auto")
+    fast = LabelQuality(num_classes=4, methods=methods, input_format="logits", ignore_index=255)
+    scanned.update(logits[:4], target[:4], indexes=torch.arange(4))
+    fast.update(logits[:4], target[:4], indexes=torch.arange(4))
+    torch.testing.assert_close(fast.compute().scores["softmin"], scanned.compute().scores["softmin"])
+    before = {k: [t.clone() for t in v] for k, v in fast.metric_state.items()}
+    for value in (float("nan"), float("inf")):
+        bad = logits[4:8].clone()
+        bad[2, 1, 3, 3] = value
+        with pytest.raises(ValueError, match=r"NaN or infinite values"):
+            fast.update(bad, target[4:8], indexes=torch.arange(4, 8))
+    bad_target = target[4:8].clone()
+    bad_target[1, 0, 0] = 7
+    with pytest.raises(ValueError, match="class id 7"):
+        fast.update(logits[4:8], bad_target, indexes=torch.arange(4, 8))
+    assert all(len(fast.metric_state[k]) == len(v) for k, v in before.items())
+    # without the scan a value at an ignored pixel never matters; with it (other methods) it is refused
+    masked = target[4:8].clone()
+    masked[0] = 255
+    bad = logits[4:8].clone()
+    bad[0] = float("nan")
+    if "iou" in methods:
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            fast.update(bad, masked, indexes=torch.arange(4, 8))
+        return
+    fast.update(bad, masked, indexes=torch.arange(4, 8))
+    with pytest.warns(UserWarning, match="no valid pixel"):
+        assert torch.isnan(fast.compute().scores["softmin"][4])

@@ -83,6 +83,7 @@ def prepare_inputs(
     ignore_index: int | None = None,
     input_format: str = "auto",
     validate_args: bool = True,
+    scan_logits: bool = True,
 ) -> PreparedInputs:
     """Check ``preds`` and ``target`` and convert them to probabilities and a valid mask.
 
@@ -96,6 +97,10 @@ def prepare_inputs(
             when every value lies in [0, 1] and each pixel sums to 1 (within 1e-3), else logits.
         validate_args: check values (NaN/Inf, label range, negative probabilities). Costs one
             device synchronisation per call; shapes and dtypes are always checked.
+        scan_logits: with ``input_format="logits"``, scan the logits for NaN/Inf and for a
+            range wide enough to underflow (then exponents are clipped, see :func:`_softmax`).
+            False skips that pass over ``preds`` (labels are still checked): non-finite logits
+            then give NaN probabilities, which the caller must look for in its results.
 
     Returns:
         The prepared inputs.
@@ -128,6 +133,11 @@ def prepare_inputs(
     spread = float("inf")  # max - min of the values, when known
     if preds.numel() == 0:  # an empty batch: nothing to check or convert
         fmt = "probs"
+    elif fmt == "logits" and not scan_logits:
+        spread = 0.0  # not scanned: the fused softmax
+        if validate_args:
+            lmin, lmax = torch.stack(_label_range(target, valid, k, ignore_index)).tolist()  # one sync
+            _check_labels(lmin, lmax, k, ignore_index)
     elif validate_args or fmt == "auto":
         fmt, spread = _validate_values(preds, target, valid, k, ignore_index, fmt, validate_args)
     probs = _softmax(preds, spread) if fmt == "logits" else preds.contiguous()
@@ -172,22 +182,13 @@ def _validate_values(
     One host synchronisation (two when the values look like probabilities).
     """
     pmin, pmax = torch.aminmax(preds)  # NaN and +-inf show up here, no separate pass
-    if ignore_index is None:
-        lmin, lmax = torch.aminmax(target)
-    else:
-        lmin = torch.where(valid, target, k).amin()
-        lmax = torch.where(valid, target, -1).amax()
+    lmin, lmax = _label_range(target, valid, k, ignore_index)
     pmin, pmax, lmin, lmax = torch.stack([pmin.double(), pmax.double(), lmin.double(), lmax.double()]).tolist()
     if not (math.isfinite(pmin) and math.isfinite(pmax)):
         bad = int((~torch.isfinite(preds)).sum())
         raise ValueError(f"`preds` contains {bad} NaN or infinite values.")
-    if validate_args and lmax >= lmin and (lmin < 0 or lmax >= k):  # lmax < lmin: no valid pixel
-        bad = lmin if lmin < 0 else lmax
-        hint = "" if ignore_index is not None else " Set `ignore_index` if it marks pixels to skip."
-        raise ValueError(
-            f"`target` holds class id {int(bad)}, outside [0, {k}) for num_classes={k} "
-            f"(ignore_index={ignore_index}).{hint}"
-        )
+    if validate_args:
+        _check_labels(lmin, lmax, k, ignore_index)
     in_range = pmin >= 0 and pmax <= 1
     spread = pmax - pmin
     if fmt == "logits" or (fmt == "auto" and not in_range) or (fmt == "probs" and not validate_args):
@@ -203,3 +204,21 @@ def _validate_values(
             "pass input_format='logits' to apply a softmax."
         )
     return fmt, spread
+
+
+def _label_range(target: Tensor, valid: Tensor, k: int, ignore_index: int | None) -> tuple[Tensor, Tensor]:
+    """Smallest and largest class id among valid pixels (``k`` and ``-1`` when there is none)."""
+    if ignore_index is None:
+        return torch.aminmax(target)
+    return torch.where(valid, target, k).amin(), torch.where(valid, target, -1).amax()
+
+
+def _check_labels(lmin: float, lmax: float, k: int, ignore_index: int | None) -> None:
+    """Raise if the valid class ids ``[lmin, lmax]`` leave ``[0, k)``."""
+    if lmax >= lmin and (lmin < 0 or lmax >= k):  # lmax < lmin: no valid pixel
+        bad = lmin if lmin < 0 else lmax
+        hint = "" if ignore_index is not None else " Set `ignore_index` if it marks pixels to skip."
+        raise ValueError(
+            f"`target` holds class id {int(bad)}, outside [0, {k}) for num_classes={k} "
+            f"(ignore_index={ignore_index}).{hint}"
+        )
