@@ -294,8 +294,8 @@ class LabelQualityMonitor(Callback):
 
         key = f"{self.log_prefix}{tag}"
         adapters = adapters_for(trainer.loggers)
-        suspects = self.suspect_images(report) if self.draw_pictures else []
-        rows = report_rows(report, self.rank_by, self.top_k or 10)
+        suspects = self.suspect_images(report) if self.draw_pictures and adapters else []
+        rows = report_rows(report, self.rank_by, self.top_k or 10) if adapters else []
         columns = ["rank", "index", *(SHORT_NAMES[m] for m in report.methods)]
         if report.is_mislabeled is not None:
             columns.append("error")
