@@ -111,7 +111,7 @@ def main() -> None:
     configs = {
         "monitor, defaults (softmin)": lambda: time_hooks(LabelQualityMonitor(k, draw_pictures=False)),
         "monitor, all 7 methods": lambda: time_hooks(LabelQualityMonitor(k, methods=METHODS, draw_pictures=False)),
-        "monitor, defaults + 10 pictures": lambda: time_hooks(LabelQualityMonitor(k, top_k=10)),
+        "monitor, defaults, 10 suspects kept": lambda: time_hooks(LabelQualityMonitor(k, top_k=10)),
     }
     validate_once(model, loader, None)  # warm-up
     print(
