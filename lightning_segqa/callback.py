@@ -75,7 +75,7 @@ class LabelQualityMonitor(Callback):
         max_suspect_fraction: gate limit on the suspect share (None: no gate).
         on_fail: what a failed gate does: ``"warn"``, ``"stop"`` (``trainer.should_stop``) or
             ``"raise"`` (:class:`~lightning_segqa.gate.LabelQualityError`).
-        validate_args: check inputs on every batch (one device sync per batch).
+        validate_args: check inputs on every batch (one or two device syncs per batch).
         draw_pictures: draw the ``top_k`` suspects (set False to log numbers and tables only).
 
     Examples:

@@ -63,7 +63,8 @@ class LabelQuality(Metric):
         downsample: block size for connected components and confident learning (paper: 4).
         connectivity: neighbourhood of connected components (1 = faces, as scipy's default).
         thresholds: TCCP threshold grid: a count ``G`` (``0, 1/G, ...``) or a 1-D tensor.
-        validate_args: check values on every update (one device synchronisation each).
+        validate_args: check values on every update (one device synchronisation each; two when
+            only softmin/CIL are computed from logits: labels first, then the scores for NaN).
         kwargs: passed to :class:`torchmetrics.Metric`.
 
     Examples:
@@ -166,7 +167,7 @@ class LabelQuality(Metric):
             ignore_index=self.ignore_index,
             input_format=self.input_format,
             validate_args=self.validate_args,
-            scan_logits=not (s_only and self.validate_args),
+            scan_logits=not s_only,
         )
         b = preds.shape[0]
         idx = self._check_indexes(indexes, b)

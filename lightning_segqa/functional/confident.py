@@ -80,8 +80,6 @@ def confident_stats(prepared: PreparedInputs | PixelPass) -> ConfidentStats:
     b, npix = pp.s.shape
     k = pp.num_classes
     s_flat = pp.s.reshape(-1)
-    # ignored pixels hold class 0 and s = 0: they add nothing to the sums
-    class_sums = torch.zeros(b, k, dtype=torch.float64, device=pp.s.device).scatter_add_(1, pp.target, pp.s.double())
     class_counts = pp.class_counts.int()
     mis_code = pp.mis_idx // npix * k + pp.mis_pred
     order = torch.argsort(mis_code, stable=True)  # group by image, then predicted class
@@ -91,7 +89,7 @@ def confident_stats(prepared: PreparedInputs | PixelPass) -> ConfidentStats:
         low &= pp.valid.view(-1)
     low_pos = low.nonzero().squeeze(1)
     return ConfidentStats(
-        class_sums=class_sums,
+        class_sums=pp.class_sums,
         class_counts=class_counts,
         mis_counts=torch.bincount(mis_code, minlength=b * k).view(b, k).int(),
         mis_s=s_flat[mis_pos].float(),
@@ -226,14 +224,9 @@ def batch_cutoff(pp: PixelPass) -> Tensor:
         >>> round(batch_cutoff(pp).item(), 4)
         0.2
     """
-    k = pp.num_classes
     s_flat = pp.s.reshape(-1)
     s_valid = s_flat if pp.valid is None else s_flat[pp.valid.view(-1)]
-    # ignored pixels hold class 0 and s = 0: they add nothing to the sums
-    sums = torch.zeros(pp.s.shape[0], k, dtype=torch.float64, device=pp.s.device).scatter_add_(
-        1, pp.target, pp.s.double()
-    )
-    thresholds = _thresholds(sums.sum(0), pp.class_counts.sum(0))
+    thresholds = _thresholds(pp.class_sums.sum(0), pp.class_counts.sum(0))
     return _cutoff(pp.mis_pmax, pp.mis_pred, thresholds, s_valid)[1]
 
 

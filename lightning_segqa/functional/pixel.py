@@ -119,11 +119,12 @@ class PixelPass:
     """Per-pixel quantities of a batch, flattened to ``(B, P)``, computed once and only when asked.
 
     ``s`` (the probability of the annotated class) is computed up front; the mispredicted
-    pixels, their predicted class and largest probability are computed on first use, so a
-    score that needs only ``s`` (softmin, CIL) reads the probabilities once. The argmax is resolved only
-    where the annotated class is not the most probable one: a pixel counts as correctly
-    classified when ``s_ij`` equals the largest probability (ties go to the annotation), and
-    ``mis_pred`` holds the first most probable class of the others.
+    pixels (``wrong``, ``mis_idx``), their predicted class (``mis_pred``) and largest
+    probability (``mis_pmax``) are computed on first use, so a score that needs only ``s``
+    (softmin, CIL) reads the probabilities once. The argmax is resolved only where the
+    annotated class is not the most probable one: a pixel counts as correctly classified when
+    ``s_ij`` equals the largest probability (ties go to the annotation), and ``mis_pred`` holds
+    the first most probable class of the others.
 
     Attributes:
         s: ``(B, P)`` probability of the annotated class (0 at ignored pixels).
@@ -201,6 +202,12 @@ class PixelPass:
         if self.valid is not None:  # ignored pixels hold class 0
             counts[:, 0] -= npix - self.num_valid
         return counts
+
+    @cached_property
+    def class_sums(self) -> Tensor:
+        """``(B, K)`` float64 sums of ``s`` over the valid pixels annotated with each class."""
+        sums = torch.zeros(self.s.shape[0], self.num_classes, dtype=torch.float64, device=self.s.device)
+        return sums.scatter_add_(1, self.target, self.s.double())  # ignored pixels: class 0, s = 0
 
     @cached_property
     def mis_true(self) -> Tensor:
