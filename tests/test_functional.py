@@ -89,7 +89,7 @@ def brute_coco(probs, target):
 
 # ---------------------------------------------------------------- conformance
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_softmin_matches_cleanlab(case):
+def test_softmin_matches_cleanlab(case, code_path):
     probs, target = CASES[case]
     ref, ref_pixels = cleanlab_rank.get_label_quality_scores(
         target.numpy(), probs.numpy(), method="softmin", verbose=False
@@ -100,7 +100,7 @@ def test_softmin_matches_cleanlab(case):
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_confident_learning_flags_match_cleanlab(case):
+def test_confident_learning_flags_match_cleanlab(case, code_path):
     probs, target = CASES[case]
     ref = cleanlab_filter.find_label_issues(target.numpy(), probs.numpy(), downsample=1, n_jobs=1, verbose=False)
     ours = F.find_label_issues(probs, target, downsample=1).numpy()
@@ -111,7 +111,7 @@ def test_confident_learning_flags_match_cleanlab(case):
 
 
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_local_scores_match_brute_force(case):
+def test_local_scores_match_brute_force(case, code_path):
     probs, target = CASES[case]
     s = s_map(probs.numpy(), target.numpy())
     pred = probs.argmax(1).numpy()
@@ -181,7 +181,7 @@ def test_non_contiguous_inputs():
         torch.testing.assert_close(fn(channels_last, target), fn(probs, target))
 
 
-def test_ignore_index_excludes_pixels():
+def test_ignore_index_excludes_pixels(code_path):
     probs, target = random_case(2)
     masked = target.clone()
     masked[:, :, :5] = 255

@@ -51,7 +51,7 @@ def test_report_equals_functional_scores():
     assert report.is_mislabeled.tolist() == truth.tolist()
 
 
-def test_streamed_confident_learning_matches_cleanlab():
+def test_streamed_confident_learning_matches_cleanlab(code_path):
     probs, target = random_case(11, n=9, k=5, h=12, w=12)
     metric = LabelQuality(num_classes=5, methods=["confident_learning_counts"], downsample=1)
     report = run(metric, probs, target, torch.zeros(9, dtype=torch.bool), splits=4)

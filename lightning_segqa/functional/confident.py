@@ -39,6 +39,7 @@ from lightning_segqa.functional.pooling import downsample as _downsample
 
 THRESHOLD_LOWER_BOUND = 2e-6
 COMPARISON_EPS = 1e-6
+KTH_DIRECT_MAX = 1 << 16  # up to this many values `kth_smallest` calls `torch.kthvalue` directly
 
 
 @dataclass
@@ -133,7 +134,7 @@ def kth_smallest(values: Tensor, k: int) -> Tensor:
         raise ValueError(
             f"`k` must lie in [1, {values.numel()}] for a 1-D `values`, got k={k} and shape {tuple(values.shape)}."
         )
-    if values.numel() <= 1 << 16 or values.dtype not in (torch.float32, torch.float64):
+    if values.numel() <= KTH_DIRECT_MAX or values.dtype not in (torch.float32, torch.float64):
         return torch.kthvalue(values, k).values
     bits, shift = (values.view(torch.int32), 16) if values.dtype == torch.float32 else (values.view(torch.int64), 45)
     bucket = (bits >> shift).clamp_(min=0)

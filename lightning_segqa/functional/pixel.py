@@ -26,6 +26,8 @@ def _flat(x: Tensor, keep: int) -> Tensor:
 # Temporaries of whole batches are built this many pixels at a time. Larger blocks are
 # allocated with mmap (glibc: over 32 MB) and pay a page fault per 4 KB on every call.
 CHUNK_PIXELS = 1 << 21
+# From this many pixels on, ``s`` is gathered from flat rows (see ``_take_label``).
+FLAT_GATHER_MIN_PIXELS = 1 << 20
 
 
 def _image_chunks(b: int, npix: int) -> list[tuple[int, int]]:
@@ -43,7 +45,7 @@ def _take_label(flat: Tensor, target: Tensor) -> Tensor:
     of images at a time. Below a million pixels building the indices costs more than it saves.
     """
     b, k, npix = flat.shape
-    if not flat.is_contiguous() or b * npix < 1 << 20:
+    if not flat.is_contiguous() or b * npix < FLAT_GATHER_MIN_PIXELS:
         return flat.gather(1, target.unsqueeze(1)).squeeze(1)
     rows = flat.view(b, k * npix)
     columns = torch.arange(npix, device=flat.device)
