@@ -274,3 +274,9 @@ def test_kth_smallest_rejects_bad_k():
 
     with pytest.raises(ValueError, match=r"`k` must lie in \[1, 3\].*got k=4"):
         kth_smallest(torch.tensor([0.1, 0.2, 0.3]), 4)
+
+
+def test_images_without_pixels_score_nan(code_path):
+    probs, target = torch.rand(2, 3, 0, 4), torch.zeros(2, 0, 4, dtype=torch.long)
+    for fn in (F.softmin, F.confidence_in_label, F.correctly_classified_pixels, F.iou):
+        assert torch.isnan(fn(probs, target)).all(), fn.__name__

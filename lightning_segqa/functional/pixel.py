@@ -108,6 +108,8 @@ def _softmin_from_pixels(s: Tensor, valid: Tensor | None, temperature: float) ->
     ``sum_j s_j * softmax(-s / T)_j``: the fused, max-shifted ``torch.softmax`` gives the
     weights, a batched dot product the weighted sum; a chunk of images at a time.
     """
+    if s.shape[-1] == 0:  # images without pixels have no valid pixel either
+        return torch.full(s.shape[:1], float("nan"), dtype=s.dtype, device=s.device)
     out = torch.empty(s.shape[0], dtype=s.dtype, device=s.device)
     for i, j in _image_chunks(*s.shape):
         z = s[i:j] * (-1.0 / temperature)
