@@ -42,10 +42,11 @@ def _take_label(flat: Tensor, target: Tensor) -> Tensor:
     A large contiguous ``flat`` is gathered as ``(B, K * P)`` rows with flat indices
     ``target * P + j``: one long gather per image, about twice as fast on CPU as a gather
     along the class dimension (whose inner loop has length 1). The indices are built a chunk
-    of images at a time. Below a million pixels building the indices costs more than it saves.
+    of images at a time. Below a million pixels building the indices costs more than it saves,
+    and an image larger than a chunk (a big volume) is gathered without any index tensor.
     """
     b, k, npix = flat.shape
-    if not flat.is_contiguous() or b * npix < FLAT_GATHER_MIN_PIXELS:
+    if not flat.is_contiguous() or b * npix < FLAT_GATHER_MIN_PIXELS or npix > CHUNK_PIXELS:
         return flat.gather(1, target.unsqueeze(1)).squeeze(1)
     rows = flat.view(b, k * npix)
     columns = torch.arange(npix, device=flat.device)
