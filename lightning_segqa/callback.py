@@ -179,6 +179,13 @@ class LabelQualityMonitor(Callback):
         """Wait until the report files queued for writing are on disk."""
         wait_for_writes()
 
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        """Finish the queued report writes (Lightning skips ``teardown`` when an exception escapes)."""
+        try:
+            wait_for_writes()
+        except OSError as err:  # do not hide the exception that is already on its way
+            warnings.warn(f"LabelQualityMonitor: {err}", UserWarning, stacklevel=2)
+
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Start afresh (nothing is scored during the sanity check or skipped epochs)."""
         self.metric.to(pl_module.device)
@@ -342,6 +349,7 @@ class LabelQualityMonitor(Callback):
         if not failed:
             return
         if self.on_fail == "raise":
+            wait_for_writes()  # the report that failed the gate is on disk before the error
             raise LabelQualityError(decision.message)
         if self.on_fail == "stop":
             trainer.should_stop = True

@@ -117,6 +117,16 @@ _PENDING: list[Future] = []
 _WRITER_LOCK = threading.Lock()
 
 
+def _forget_writer_after_fork() -> None:
+    """A forked child has no writer thread: start afresh (the parent's queue stays the parent's)."""
+    global _WRITER, _PENDING, _WRITER_LOCK
+    _WRITER, _PENDING, _WRITER_LOCK = None, [], threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; DDP "fork" strategies and notebooks fork after a publish
+    os.register_at_fork(after_in_child=_forget_writer_after_fork)
+
+
 def write_in_background(path: Path, data: str | bytes | Callable[[], str | bytes]) -> None:
     """Queue :func:`atomic_write` of ``data`` (or of what ``data()`` returns) on a writer thread.
 
@@ -178,6 +188,15 @@ class LabelQualityReport:
     scores: dict[str, Tensor]
     is_mislabeled: Tensor | None = None
     details: dict[str, Any] = field(default_factory=dict)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # torchmetrics squeezes one-element tensors in what `compute()` returns, dataclass fields
+        # included: a report of one image must keep 1-D tensors
+        if isinstance(value, Tensor) and value.ndim == 0 and name in ("indexes", "is_mislabeled"):
+            value = value.reshape(1)
+        elif name == "scores" and isinstance(value, Mapping):
+            value = {m: s.reshape(1) if isinstance(s, Tensor) and s.ndim == 0 else s for m, s in value.items()}
+        object.__setattr__(self, name, value)
 
     def __post_init__(self) -> None:
         n = self.indexes.numel()

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import time
 import warnings
 from pathlib import Path
 
@@ -113,13 +114,24 @@ def test_csv_logger_gets_pictures_as_files(data, tmp_path):
 
 
 @pytest.mark.parametrize("on_fail", ["warn", "stop", "raise"])
-def test_gate_modes(data, tmp_path, on_fail):
+def test_gate_modes(data, tmp_path, on_fail, monkeypatch):
     monitor = LabelQualityMonitor(
         K, top_k=0, methods=["softmin"], suspect_threshold=1.0, max_suspect_fraction=0.0, on_fail=on_fail
     )
     if on_fail == "raise":
+        import lightning_segqa.report as report_module
+
+        slow_write = report_module.atomic_write
+
+        def slow(path, data):  # a slow disk: the report must still be there when the error arrives
+            time.sleep(0.3)
+            slow_write(path, data)
+
+        monkeypatch.setattr(report_module, "atomic_write", slow)
         with pytest.raises(LabelQualityError, match="gate FAILED"):
             fit(data, tmp_path, monitor, False, epochs=3)
+        saved = json.loads((tmp_path / "label_quality.json").read_text())
+        assert saved["indexes"] == list(range(len(data)))
         return
     with pytest.warns(UserWarning, match="gate FAILED"):
         trainer, _ = fit(data, tmp_path, monitor, False, epochs=3)

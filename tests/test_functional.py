@@ -280,3 +280,19 @@ def test_images_without_pixels_score_nan(code_path):
     probs, target = torch.rand(2, 3, 0, 4), torch.zeros(2, 0, 4, dtype=torch.long)
     for fn in (F.softmin, F.confidence_in_label, F.correctly_classified_pixels, F.iou):
         assert torch.isnan(fn(probs, target)).all(), fn.__name__
+
+
+def test_scores_stay_differentiable(code_path):
+    """Softmin and CIL of logits that require grad give gradients, on small- and large-batch paths."""
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(3, 4, 8, 8, generator=g, requires_grad=True)
+    target = torch.randint(0, 4, (3, 8, 8), generator=g)
+    masked = target.clone()
+    masked[0, :2] = 255
+    for fn in (F.softmin, F.confidence_in_label):
+        score = fn(logits, masked, input_format="logits", ignore_index=255)
+        (grad,) = torch.autograd.grad(score.sum(), logits)
+        expected = fn(logits.detach(), masked, input_format="logits", ignore_index=255)
+        torch.testing.assert_close(score.detach(), expected)
+        assert grad.abs().sum() > 0 and torch.isfinite(grad).all()
+        assert (grad[0, :, :2] == 0).all()  # ignored pixels get no gradient

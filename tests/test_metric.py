@@ -2,6 +2,7 @@
 
 import os
 import socket
+import time
 import warnings
 
 import numpy as np
@@ -277,3 +278,58 @@ def test_logits_without_a_scan_still_reject_non_finite_values(methods):
     fast.update(bad, masked, indexes=torch.arange(4, 8))
     with pytest.warns(UserWarning, match="no valid pixel"):
         assert torch.isnan(fast.compute().scores["softmin"][4])
+
+
+def test_streamed_cutoff_equals_batch_cutoff_when_probs_sum_slightly_over_one():
+    """Probabilities may sum to 1 +- 1e-3: a mispredicted pixel's s can exceed 0.5 and must still count."""
+    from lightning_segqa import functional as F
+
+    probs = torch.tensor([[0.5004, 0.5002, 0.55], [0.5005, 0.4998, 0.45]]).view(1, 2, 1, 3)
+    target = torch.tensor([[[0, 0, 1]]])
+    batch = F.confident_learning_counts(probs, target, downsample=1, input_format="probs")
+    metric = LabelQuality(num_classes=2, methods=["confident_learning_counts"], downsample=1, input_format="probs")
+    metric.update(probs, target, indexes=torch.arange(1))
+    torch.testing.assert_close(metric.compute().scores["confident_learning_counts"], batch)
+    ref = cleanlab_filter.find_label_issues(target.numpy(), probs.numpy(), downsample=1, n_jobs=1, verbose=False)
+    torch.testing.assert_close(batch, torch.tensor([1 - ref.mean()], dtype=torch.float32))
+
+
+def test_one_image_report_keeps_one_dimensional_tensors():
+    """torchmetrics squeezes one-element results; a report of one image stays (1,) everywhere."""
+    probs, target, truth = dataset()
+    metric = LabelQuality(num_classes=4)
+    metric.update(probs[:1], target[:1], indexes=torch.tensor([7]), is_mislabeled=truth[:1])
+    report = metric.compute()
+    assert report.indexes.tolist() == [7] and report.is_mislabeled.shape == (1,)
+    assert all(s.shape == (1,) for s in report.scores.values())
+    assert report.suspects("softmin", k=1).tolist() == [7]
+
+
+def test_background_writer_works_in_a_forked_child(tmp_path):
+    """A forked child (DDP fork strategies, notebooks) gets its own writer, not the parent's dead thread."""
+    import os
+    import signal
+
+    from lightning_segqa.report import wait_for_writes, write_in_background
+
+    if not hasattr(os, "fork"):
+        pytest.skip("no os.fork on this platform")
+    write_in_background(tmp_path / "parent.txt", "parent")
+    wait_for_writes()
+    pid = os.fork()
+    if pid == 0:  # child: write and leave without running pytest's teardown
+        try:
+            write_in_background(tmp_path / "child.txt", "child")
+            wait_for_writes()
+        finally:
+            os._exit(0)
+    for _ in range(100):  # up to 10 s
+        done, _status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child's background write never finished")
+    assert (tmp_path / "child.txt").read_text() == "child"

@@ -19,7 +19,10 @@ Streaming state (what :class:`~lightning_segqa.LabelQuality` keeps):
 * per image: ``K`` float64 sums and ``K`` counts for the thresholds, ``K`` int32 counts of
   mispredicted pixels per predicted class, one int32 count of low-confidence pixels;
 * per mispredicted pixel: ``s`` and ``p_max`` (float32, 8 bytes);
-* per correctly predicted pixel with ``s <= 0.5``: ``s`` (4 bytes); all other pixels: nothing.
+* per correctly predicted pixel with ``s <= LOW_S`` (0.501): ``s`` (4 bytes); all other pixels:
+  nothing. A mispredicted pixel has ``s < p_max`` and ``s + p_max <= 1 + 1e-3`` (the largest
+  sum error accepted for probabilities), so ``s < 0.5005``: every pixel that can fall below
+  the cutoff is kept.
 
 So at most 8 bytes per pixel of the working resolution, and usually far less (only the
 pixels a model gets wrong or nearly wrong are kept). cleanlab keeps the full ``K``
@@ -33,12 +36,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs
+from lightning_segqa.functional._inputs import _PROB_SUM_TOL, PreparedInputs, prepare_inputs
 from lightning_segqa.functional.pixel import PixelPass, pixel_pass
 from lightning_segqa.functional.pooling import downsample as _downsample
 
 THRESHOLD_LOWER_BOUND = 2e-6
 COMPARISON_EPS = 1e-6
+LOW_S = 0.5 + _PROB_SUM_TOL  # above any mispredicted pixel's s (see the module docstring)
 KTH_DIRECT_MAX = 1 << 16  # up to this many values `kth_smallest` calls `torch.kthvalue` directly
 
 
@@ -52,7 +56,7 @@ class ConfidentStats:
         mis_counts: ``(B, K)`` int32 mispredicted pixels per predicted class.
         mis_s: ``(M,)`` float32 ``s`` of mispredicted pixels, grouped by image then class.
         mis_pmax: ``(M,)`` float32 ``p_max`` of the same pixels.
-        low_counts: ``(B,)`` int32 correctly predicted pixels with ``s <= 0.5``.
+        low_counts: ``(B,)`` int32 correctly predicted pixels with ``s <= LOW_S``.
         low_s: ``(L,)`` float32 their ``s``, grouped by image.
         num_valid: ``(B,)`` valid pixels per image at the working resolution.
     """
@@ -85,7 +89,7 @@ def confident_stats(prepared: PreparedInputs | PixelPass) -> ConfidentStats:
     mis_code = pp.mis_idx // npix * k + pp.mis_pred
     order = torch.argsort(mis_code, stable=True)  # group by image, then predicted class
     mis_pos = pp.mis_idx[order]
-    low = (s_flat <= 0.5) & ~pp.wrong.view(-1)  # correctly classified, low confidence
+    low = (s_flat <= LOW_S) & ~pp.wrong.view(-1)  # correctly classified, low confidence
     if pp.valid is not None:
         low &= pp.valid.view(-1)
     low_pos = low.nonzero().squeeze(1)
@@ -110,7 +114,7 @@ def _cutoff(mis_pmax: Tensor, mis_pred: Tensor, thresholds: Tensor, candidates: 
     """Number of issues (confident mispredictions) and the ``s`` value of the last one.
 
     ``candidates`` must hold the ``s`` of every mispredicted pixel, and may hold any others
-    (the cutoff is the ``num_issues``-th smallest, and all mispredicted ``s`` lie below 0.5).
+    (the cutoff is the ``num_issues``-th smallest, and all mispredicted ``s`` lie below ``LOW_S``).
     """
     num_issues = (mis_pmax.double() >= (thresholds - COMPARISON_EPS)[mis_pred]).sum()
     if int(num_issues) == 0:
@@ -135,6 +139,8 @@ def kth_smallest(values: Tensor, k: int) -> Tensor:
             f"`k` must lie in [1, {values.numel()}] for a 1-D `values`, got k={k} and shape {tuple(values.shape)}."
         )
     if values.numel() <= KTH_DIRECT_MAX or values.dtype not in (torch.float32, torch.float64):
+        return torch.kthvalue(values, k).values
+    if bool(torch.isnan(values).any()):  # NaN sorts last in kthvalue, a sign bit would bucket it first
         return torch.kthvalue(values, k).values
     bits, shift = (values.view(torch.int32), 16) if values.dtype == torch.float32 else (values.view(torch.int64), 45)
     bucket = (bits >> shift).clamp_(min=0)

@@ -46,7 +46,8 @@ def _take_label(flat: Tensor, target: Tensor) -> Tensor:
     and an image larger than a chunk (a big volume) is gathered without any index tensor.
     """
     b, k, npix = flat.shape
-    if not flat.is_contiguous() or b * npix < FLAT_GATHER_MIN_PIXELS or npix > CHUNK_PIXELS:
+    small = b * npix < FLAT_GATHER_MIN_PIXELS or npix > CHUNK_PIXELS
+    if small or not flat.is_contiguous() or flat.requires_grad:  # `out=` below is not differentiable
         return flat.gather(1, target.unsqueeze(1)).squeeze(1)
     rows = flat.view(b, k * npix)
     columns = torch.arange(npix, device=flat.device)
@@ -111,12 +112,19 @@ def _softmin_from_pixels(s: Tensor, valid: Tensor | None, temperature: float) ->
     """
     if s.shape[-1] == 0:  # images without pixels have no valid pixel either
         return torch.full(s.shape[:1], float("nan"), dtype=s.dtype, device=s.device)
-    out = torch.empty(s.shape[0], dtype=s.dtype, device=s.device)
-    for i, j in _image_chunks(*s.shape):
+
+    def chunk(i: int, j: int) -> Tensor:
         z = s[i:j] * (-1.0 / temperature)
         if valid is not None:  # an image with no valid pixel gets all -inf: softmax gives NaN
             z = z.masked_fill_(~valid[i:j], float("-inf"))
-        torch.linalg.vecdot(torch.softmax(z, dim=-1), s[i:j], out=out[i:j])
+        return torch.linalg.vecdot(torch.softmax(z, dim=-1), s[i:j])
+
+    chunks = _image_chunks(*s.shape)
+    if len(chunks) == 1 or s.requires_grad:
+        return chunk(0, s.shape[0])
+    out = torch.empty(s.shape[0], dtype=s.dtype, device=s.device)
+    for i, j in chunks:
+        out[i:j] = chunk(i, j)
     return out
 
 
