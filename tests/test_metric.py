@@ -333,3 +333,21 @@ def test_background_writer_works_in_a_forked_child(tmp_path):
         os.waitpid(pid, 0)
         pytest.fail("the forked child's background write never finished")
     assert (tmp_path / "child.txt").read_text() == "child"
+
+
+@pytest.mark.parametrize("methods", [("softmin",), ("softmin", "iou")])
+def test_minus_inf_logits_mean_probability_zero_whatever_the_methods(methods):
+    """A -inf logit is a class with probability 0 on every path; a pixel with only -inf is refused."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 4, 4, generator=g)
+    target = logits.argmax(1)
+    logits[0, 2, 1, 1] = -float("inf")
+    target[0, 1, 1] = 2  # the annotated class has probability 0 there
+    metric = LabelQuality(num_classes=3, methods=methods, input_format="logits")
+    metric.update(logits, target, indexes=torch.arange(2))
+    expected = F.softmin(logits.clamp_min(-1e4), target, input_format="logits")
+    torch.testing.assert_close(metric.compute().scores["softmin"], expected, atol=1e-6, rtol=0)
+    dead = logits.clone()
+    dead[1, :, 0, 0] = -float("inf")
+    with pytest.raises(ValueError, match="-inf|NaN or infinite"):
+        metric.update(dead, target, indexes=torch.arange(2, 4))

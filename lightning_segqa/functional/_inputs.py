@@ -184,9 +184,11 @@ def _validate_values(
     pmin, pmax = torch.aminmax(preds)  # NaN and +-inf show up here, no separate pass
     lmin, lmax = _label_range(target, valid, k, ignore_index)
     pmin, pmax, lmin, lmax = torch.stack([pmin.double(), pmax.double(), lmin.double(), lmax.double()]).tolist()
-    if not (math.isfinite(pmin) and math.isfinite(pmax)):
-        bad = int((~torch.isfinite(preds)).sum())
+    if math.isnan(pmin) or not math.isfinite(pmax):  # -inf alone is a logit of probability 0
+        bad = int((torch.isnan(preds) | (preds == math.inf)).sum())
         raise ValueError(f"`preds` contains {bad} NaN or infinite values.")
+    if pmin == -math.inf and fmt != "probs" and bool((preds.amax(dim=1) == -math.inf).any()):
+        raise ValueError("`preds` has pixels whose logits are all -inf (no class has any probability).")
     if validate_args:
         _check_labels(lmin, lmax, k, ignore_index)
     in_range = pmin >= 0 and pmax <= 1
