@@ -296,3 +296,29 @@ def test_scores_stay_differentiable(code_path):
         torch.testing.assert_close(score.detach(), expected)
         assert grad.abs().sum() > 0 and torch.isfinite(grad).all()
         assert (grad[0, :, :2] == 0).all()  # ignored pixels get no gradient
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_probabilities_are_recognised(dtype):
+    """Softmax outputs stored in half precision sum to 1 only within their rounding: still probabilities."""
+    probs, target = random_case(5, n=3, k=19, h=16, w=16)
+    half = probs.to(dtype)
+    assert (half.float().sum(1) - 1).abs().max() > 1e-3 or dtype == torch.float16  # bfloat16 is off by more
+    expected = F.softmin(half.float(), target, input_format="probs", validate_args=False)
+    for fmt in ("auto", "probs"):
+        torch.testing.assert_close(F.softmin(half, target, input_format=fmt), expected)
+
+
+def test_float64_cutoff_keeps_float64_precision():
+    """The confident-learning cutoff is compared in the dtype of s: float64 inputs flag as cleanlab does."""
+    s = 0.30000001192092896 + 1e-12  # just above a float32 value: rounding the cutoff would unflag it
+    probs64 = torch.tensor([[s, 0.9, 0.9], [1 - s, 0.1, 0.1]], dtype=torch.float64).view(1, 2, 1, 3)
+    target = torch.zeros(1, 1, 3, dtype=torch.long)
+    ref = cleanlab_filter.find_label_issues(target.numpy(), probs64.numpy(), downsample=1, n_jobs=1, verbose=False)
+    assert ref.sum() == 1
+    np.testing.assert_array_equal(F.find_label_issues(probs64, target, downsample=1).numpy(), ref)
+    random_probs, random_target = random_case(7, n=3, k=4, h=10, w=10)
+    ref = cleanlab_filter.find_label_issues(
+        random_target.numpy(), random_probs.double().numpy(), downsample=1, n_jobs=1, verbose=False
+    )
+    np.testing.assert_array_equal(F.find_label_issues(random_probs.double(), random_target, downsample=1).numpy(), ref)

@@ -17,7 +17,20 @@ from torch import Tensor
 
 InputFormat = Literal["auto", "probs", "logits"]
 _FORMATS = ("auto", "probs", "logits")
-_PROB_SUM_TOL = 1e-3
+_PROB_SUM_TOL = 1e-3  # per-pixel sums of float32/float64 probabilities may be off 1 by this
+
+
+def prob_sum_tolerance(dtype: torch.dtype) -> float:
+    """How far per-pixel sums of probabilities stored in ``dtype`` may be off 1.
+
+    Rounding each of the ``K`` values moves the sum by at most half an ulp of 1 in total, so
+    half-precision softmax outputs (bfloat16: up to ~4e-3) are still recognised.
+
+    Examples:
+        >>> prob_sum_tolerance(torch.float32), prob_sum_tolerance(torch.bfloat16)
+        (0.001, 0.0078125)
+    """
+    return max(_PROB_SUM_TOL, torch.finfo(dtype).eps)
 
 
 @dataclass(frozen=True)
@@ -94,7 +107,8 @@ def prepare_inputs(
         num_classes: expected ``K``; taken from ``preds`` when None.
         ignore_index: class id excluded from every score.
         input_format: ``"probs"``, ``"logits"`` (softmax applied) or ``"auto"``: probabilities
-            when every value lies in [0, 1] and each pixel sums to 1 (within 1e-3), else logits.
+            when every value lies in [0, 1] and each pixel sums to 1 (within 1e-3; within
+            ``eps`` for half-precision inputs, see :func:`prob_sum_tolerance`), else logits.
         validate_args: check values (NaN/Inf, label range, negative probabilities). Costs one
             device synchronisation per call; shapes and dtypes are always checked.
         scan_logits: with ``input_format="logits"``, scan the logits for NaN/Inf and for a
@@ -122,6 +136,7 @@ def prepare_inputs(
     check_format(input_format)
     _check_shapes(preds, target, num_classes)
     k = preds.shape[1]
+    tol = prob_sum_tolerance(preds.dtype)
     if preds.dtype in (torch.float16, torch.bfloat16):
         preds = preds.float()
     target = target.long()
@@ -139,7 +154,7 @@ def prepare_inputs(
             lmin, lmax = torch.stack(_label_range(target, valid, k, ignore_index)).tolist()  # one sync
             _check_labels(lmin, lmax, k, ignore_index)
     elif validate_args or fmt == "auto":
-        fmt, spread = _validate_values(preds, target, valid, k, ignore_index, fmt, validate_args)
+        fmt, spread = _validate_values(preds, target, valid, k, ignore_index, fmt, validate_args, tol)
     probs = _softmax(preds, spread) if fmt == "logits" else preds.contiguous()
     if ignore_index is None:
         return PreparedInputs(probs=probs, target=target, valid=valid, all_valid=True)
@@ -176,6 +191,7 @@ def _validate_values(
     ignore_index: int | None,
     fmt: str,
     validate_args: bool,
+    tol: float = _PROB_SUM_TOL,
 ) -> tuple[str, float]:
     """Check values and resolve ``auto``; returns the format and ``max - min`` of ``preds``.
 
@@ -196,7 +212,7 @@ def _validate_values(
     if fmt == "logits" or (fmt == "auto" and not in_range) or (fmt == "probs" and not validate_args):
         return ("logits" if fmt == "auto" else fmt), spread
     sum_err = float((preds.sum(dim=1) - 1).abs().amax()) if in_range else float("inf")
-    looks_like_probs = in_range and sum_err <= _PROB_SUM_TOL
+    looks_like_probs = in_range and sum_err <= tol
     if fmt == "auto":
         return ("probs" if looks_like_probs else "logits"), spread
     if not looks_like_probs:

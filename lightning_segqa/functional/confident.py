@@ -19,10 +19,10 @@ Streaming state (what :class:`~lightning_segqa.LabelQuality` keeps):
 * per image: ``K`` float64 sums and ``K`` counts for the thresholds, ``K`` int32 counts of
   mispredicted pixels per predicted class, one int32 count of low-confidence pixels;
 * per mispredicted pixel: ``s`` and ``p_max`` (float32, 8 bytes);
-* per correctly predicted pixel with ``s <= LOW_S`` (0.501): ``s`` (4 bytes); all other pixels:
-  nothing. A mispredicted pixel has ``s < p_max`` and ``s + p_max <= 1 + 1e-3`` (the largest
-  sum error accepted for probabilities), so ``s < 0.5005``: every pixel that can fall below
-  the cutoff is kept.
+* per correctly predicted pixel with ``s <= LOW_S`` (0.51): ``s`` (4 bytes); all other pixels:
+  nothing. A mispredicted pixel has ``s < p_max`` and ``s + p_max <= 1 + tol`` (``tol``, the
+  largest sum error accepted for probabilities, is 1e-3, or 0.0078 for bfloat16), so
+  ``s < 0.504``: every pixel that can fall below the cutoff is kept.
 
 So at most 8 bytes per pixel of the working resolution, and usually far less (only the
 pixels a model gets wrong or nearly wrong are kept). cleanlab keeps the full ``K``
@@ -36,13 +36,13 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_segqa.functional._inputs import _PROB_SUM_TOL, PreparedInputs, prepare_inputs
+from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs
 from lightning_segqa.functional.pixel import PixelPass, pixel_pass
 from lightning_segqa.functional.pooling import downsample as _downsample
 
 THRESHOLD_LOWER_BOUND = 2e-6
 COMPARISON_EPS = 1e-6
-LOW_S = 0.5 + _PROB_SUM_TOL  # above any mispredicted pixel's s (see the module docstring)
+LOW_S = 0.51  # above any mispredicted pixel's s (see the module docstring)
 KTH_DIRECT_MAX = 1 << 16  # up to this many values `kth_smallest` calls `torch.kthvalue` directly
 
 
@@ -119,7 +119,7 @@ def _cutoff(mis_pmax: Tensor, mis_pred: Tensor, thresholds: Tensor, candidates: 
     num_issues = (mis_pmax.double() >= (thresholds - COMPARISON_EPS)[mis_pred]).sum()
     if int(num_issues) == 0:
         return num_issues, torch.tensor(float("-inf"), device=candidates.device)
-    return num_issues, kth_smallest(candidates.float(), int(num_issues))
+    return num_issues, kth_smallest(candidates, int(num_issues))  # in the dtype s is compared in
 
 
 def kth_smallest(values: Tensor, k: int) -> Tensor:
