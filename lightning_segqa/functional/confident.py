@@ -140,7 +140,7 @@ def kth_smallest(values: Tensor, k: int) -> Tensor:
         )
     if values.numel() <= KTH_DIRECT_MAX or values.dtype not in (torch.float32, torch.float64):
         return torch.kthvalue(values, k).values
-    if bool(torch.isnan(values).any()):  # NaN sorts last in kthvalue, a sign bit would bucket it first
+    if bool(values.sum().isnan()):  # NaN sorts last in kthvalue, a sign bit would bucket it first
         return torch.kthvalue(values, k).values
     bits, shift = (values.view(torch.int32), 16) if values.dtype == torch.float32 else (values.view(torch.int64), 45)
     bucket = (bits >> shift).clamp_(min=0)
