@@ -86,7 +86,7 @@ def confident_stats(prepared: PreparedInputs | PixelPass) -> ConfidentStats:
     k = pp.num_classes
     s_flat = pp.s.reshape(-1)
     class_counts = pp.class_counts.int()
-    mis_code = pp.mis_idx // npix * k + pp.mis_pred
+    mis_code = pp.mis_img * k + pp.mis_pred
     order = torch.argsort(mis_code, stable=True)  # group by image, then predicted class
     mis_pos = pp.mis_idx[order]
     low = (s_flat <= LOW_S) & ~pp.wrong.view(-1)  # correctly classified, low confidence

@@ -186,14 +186,24 @@ class PixelPass:
         return out
 
     @cached_property
+    def _mis_pos(self) -> tuple[Tensor, Tensor]:
+        img, pix = self.wrong.nonzero().unbind(1)
+        return img, pix
+
+    @property
+    def mis_img(self) -> Tensor:
+        """``(M,)`` image of each valid mispredicted pixel (ascending)."""
+        return self._mis_pos[0]
+
+    @cached_property
     def mis_idx(self) -> Tensor:
         """``(M,)`` flat positions (into ``B * P``) of valid mispredicted pixels, ascending."""
-        return self.wrong.view(-1).nonzero().squeeze(1)
+        img, pix = self._mis_pos
+        return img * self.s.shape[1] + pix
 
     @cached_property
     def _mis_max(self) -> tuple[Tensor, Tensor]:
-        npix = self._flat.shape[2]
-        rows = self._flat.transpose(1, 2)[self.mis_idx // npix, self.mis_idx % npix]  # (M, K)
+        rows = self._flat.transpose(1, 2)[self._mis_pos]  # (M, K)
         return rows.max(dim=1)
 
     @property
@@ -225,7 +235,7 @@ class PixelPass:
     @cached_property
     def mis_true(self) -> Tensor:
         """``(M,)`` annotated class of the mispredicted pixels."""
-        return self.target.view(-1)[self.mis_idx]
+        return self.target.take(self.mis_idx)
 
     def pred(self) -> Tensor:
         """``(B, *spatial)`` predicted mask (the annotation where it is among the most probable)."""
@@ -280,7 +290,7 @@ def local_scores(
     if "confidence_in_label" in methods:
         out["confidence_in_label"] = s.sum(-1) / denom
     if "correctly_classified_pixels" in methods:
-        num_mis = torch.bincount(pp.mis_idx // s.shape[1], minlength=b)
+        num_mis = torch.bincount(pp.mis_img, minlength=b)
         out["correctly_classified_pixels"] = (pp.num_valid - num_mis).to(s.dtype) / denom
     if "iou" in methods:
         out["iou"] = _mean_iou(pp).to(s.dtype)
@@ -292,7 +302,7 @@ def _mean_iou(pp: PixelPass) -> Tensor:
     b, npix = pp.s.shape
     k = pp.num_classes
     area_true = pp.class_counts.view(-1)
-    img = pp.mis_idx // npix * k
+    img = pp.mis_img * k
     mis_true = torch.bincount(img + pp.mis_true, minlength=b * k)
     mis_pred = torch.bincount(img + pp.mis_pred, minlength=b * k)
     inter = area_true - mis_true
