@@ -13,6 +13,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only
 from torch import Tensor
 
+from lightning_segqa.functional._inputs import detect_format
 from lightning_segqa.gate import ON_FAIL, GateDecision, LabelQualityError, check_gate_args, evaluate_gate
 from lightning_segqa.metric import LOCAL_METHODS, LabelQuality
 from lightning_segqa.report import (
@@ -164,6 +165,7 @@ class LabelQualityMonitor(Callback):
         self.decision: GateDecision | None = None
         self.last_states: dict[str, Tensor] | None = None
         self._active = False
+        self._checked_keys: dict[str, bool] = {}  # output key -> its values match its name
 
     @property
     def state_key(self) -> str:
@@ -210,7 +212,7 @@ class LabelQualityMonitor(Callback):
             return
         got = self._extract(outputs, batch)
         if self.input_format == "auto":  # an output named "logits" or "probs" says what it holds
-            self.metric.input_format = KEY_FORMATS.get(got["preds_key"], "auto")
+            self.metric.input_format = self._format_for(got["preds_key"], got["preds"])
         self.metric.update(got["preds"], got["target"], got["index"], got.get("is_mislabeled"))
         if self.heap.k and self.metric.last_batch is not None:
             prepared, scores = self.metric.last_batch
@@ -239,6 +241,22 @@ class LabelQualityMonitor(Callback):
         self._apply_gate(trainer, report)
 
     # ------------------------------------------------------------------ pieces
+    def _format_for(self, key: str, preds: Tensor) -> str:
+        """The format the key names, checked against the values of the first batch that uses it."""
+        claimed = KEY_FORMATS.get(key)
+        if claimed is None:
+            return "auto"
+        if key not in self._checked_keys:
+            self._checked_keys[key] = detect_format(preds.detach()) == claimed
+            if not self._checked_keys[key]:
+                warnings.warn(
+                    f"LabelQualityMonitor: the output under {key!r} does not look like {claimed}; its format is "
+                    "detected from the values of every batch instead. Set input_format= to say what it holds.",
+                    UserWarning,
+                    stacklevel=2,
+                )
+        return claimed if self._checked_keys[key] else "auto"
+
     def _extract(self, outputs: Any, batch: Any) -> dict[str, Any]:
         data = self.extract(outputs, batch) if self.extract is not None else outputs
         if not isinstance(data, Mapping):

@@ -263,3 +263,17 @@ def test_fit_with_wandb_and_mlflow_loggers(data, tmp_path, monkeypatch):
     assert len(list(step_dir.glob("rank*_idx*.png"))) == 2
     # the report files, written by the background writer before fit returned
     assert json.loads((tmp_path / "report" / "label_quality.json").read_text())["indexes"] == list(range(len(data)))
+
+
+def test_probabilities_under_the_logits_key_are_caught(data, tmp_path):
+    """`auto` trusts the key `logits` only after checking the first batch: probabilities there warn, not mis-score."""
+
+    def extract(outputs, batch):
+        return {"logits": outputs["logits"].softmax(1), "target": outputs["target"], "index": outputs["index"]}
+
+    monitor = LabelQualityMonitor(K, top_k=0, methods=["softmin"], extract=extract)
+    with pytest.warns(UserWarning, match="does not look like logits"):
+        _, model = fit(data, tmp_path, monitor, False, epochs=1)
+    assert monitor.metric.input_format == "auto"
+    expected = by_hand(model, data, methods=["softmin"])
+    torch.testing.assert_close(monitor.report.scores["softmin"], expected.scores["softmin"], atol=1e-5, rtol=0)

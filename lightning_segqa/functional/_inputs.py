@@ -51,6 +51,24 @@ class PreparedInputs:
     all_valid: bool = False
 
 
+def detect_format(preds: Tensor) -> str:
+    """``"probs"`` when every value lies in [0, 1] and each pixel sums to 1, else ``"logits"``.
+
+    The rule ``input_format="auto"`` applies (sums within :func:`prob_sum_tolerance`); NaN
+    counts as logits. One or two device synchronisations.
+
+    Examples:
+        >>> detect_format(torch.tensor([[[0.25], [0.75]]])), detect_format(torch.tensor([[[2.0], [-1.0]]]))
+        ('probs', 'logits')
+    """
+    tol = prob_sum_tolerance(preds.dtype)
+    x = preds.float()
+    pmin, pmax = torch.aminmax(x)
+    if not (bool(pmin >= 0) and bool(pmax <= 1)):
+        return "logits"
+    return "probs" if float((x.sum(dim=1) - 1).abs().amax()) <= tol else "logits"
+
+
 def check_format(input_format: str) -> None:
     """Raise if ``input_format`` is not one of ``auto``, ``probs``, ``logits``."""
     if input_format not in _FORMATS:
