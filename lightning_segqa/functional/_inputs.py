@@ -61,12 +61,21 @@ def detect_format(preds: Tensor) -> str:
         >>> detect_format(torch.tensor([[[0.25], [0.75]]])), detect_format(torch.tensor([[[2.0], [-1.0]]]))
         ('probs', 'logits')
     """
-    tol = prob_sum_tolerance(preds.dtype)
     x = preds.float()
     pmin, pmax = torch.aminmax(x)
-    if not (bool(pmin >= 0) and bool(pmax <= 1)):
-        return "logits"
-    return "probs" if float((x.sum(dim=1) - 1).abs().amax()) <= tol else "logits"
+    return "probs" if _probability_rule(x, float(pmin), float(pmax), prob_sum_tolerance(preds.dtype))[0] else "logits"
+
+
+def _probability_rule(preds: Tensor, pmin: float, pmax: float, tol: float) -> tuple[bool, float]:
+    """Whether values in ``[pmin, pmax]`` summing per pixel to 1 within ``tol`` are probabilities.
+
+    Returns the verdict and the largest per-pixel sum error (inf when a value leaves [0, 1]; the
+    sums are only computed otherwise).
+    """
+    if not (pmin >= 0 and pmax <= 1):  # NaN fails too
+        return False, float("inf")
+    sum_err = float((preds.sum(dim=1) - 1).abs().amax())
+    return sum_err <= tol, sum_err
 
 
 def check_format(input_format: str) -> None:
@@ -229,8 +238,7 @@ def _validate_values(
     spread = pmax - pmin
     if fmt == "logits" or (fmt == "auto" and not in_range) or (fmt == "probs" and not validate_args):
         return ("logits" if fmt == "auto" else fmt), spread
-    sum_err = float((preds.sum(dim=1) - 1).abs().amax()) if in_range else float("inf")
-    looks_like_probs = in_range and sum_err <= tol
+    looks_like_probs, sum_err = _probability_rule(preds, pmin, pmax, tol)
     if fmt == "auto":
         return ("probs" if looks_like_probs else "logits"), spread
     if not looks_like_probs:
