@@ -43,12 +43,14 @@ class PreparedInputs:
         valid: ``(B, *spatial)`` bool, False at ignored pixels (a read-only expanded view of
             one True when nothing is ignored).
         all_valid: True when no pixel is ignored (lets scores skip masking).
+        compile: score with the compiled one-pass kernels (:mod:`~.fused`) where they apply.
     """
 
     probs: Tensor
     target: Tensor
     valid: Tensor
     all_valid: bool = False
+    compile: bool = False
 
 
 def detect_format(preds: Tensor) -> str:
@@ -124,6 +126,7 @@ def prepare_inputs(
     input_format: str = "auto",
     validate_args: bool = True,
     scan_logits: bool = True,
+    compile: bool = False,
 ) -> PreparedInputs:
     """Check ``preds`` and ``target`` and convert them to probabilities and a valid mask.
 
@@ -142,6 +145,7 @@ def prepare_inputs(
             range wide enough to underflow (then exponents are clipped, see :func:`_softmax`).
             False skips that pass over ``preds`` (labels are still checked): non-finite logits
             then give NaN probabilities, which the caller must look for in its results.
+        compile: mark the inputs for the compiled one-pass kernels (see :mod:`~.fused`).
 
     Returns:
         The prepared inputs.
@@ -161,6 +165,8 @@ def prepare_inputs(
                  [ True, False]]])
     """
     check_format(input_format)
+    if not isinstance(compile, bool):
+        raise TypeError(f"`compile` must be a bool, got {compile!r}.")
     _check_shapes(preds, target, num_classes)
     k = preds.shape[1]
     tol = prob_sum_tolerance(preds.dtype)
@@ -184,9 +190,9 @@ def prepare_inputs(
         fmt, spread = _validate_values(preds, target, valid, k, ignore_index, fmt, validate_args, tol)
     probs = _softmax(preds, spread) if fmt == "logits" else preds.contiguous()
     if ignore_index is None:
-        return PreparedInputs(probs=probs, target=target, valid=valid, all_valid=True)
+        return PreparedInputs(probs=probs, target=target, valid=valid, all_valid=True, compile=compile)
     safe_target = torch.where(valid, target, torch.zeros_like(target))
-    return PreparedInputs(probs=probs, target=safe_target, valid=valid)
+    return PreparedInputs(probs=probs, target=safe_target, valid=valid, compile=compile)
 
 
 def _softmax(logits: Tensor, spread: float = float("inf")) -> Tensor:

@@ -245,6 +245,7 @@ def find_label_issues(
     ignore_index: int | None = None,
     input_format: str = "auto",
     validate_args: bool = True,
+    compile: bool = False,
 ) -> Tensor:
     """Pixel-level confident learning over the batch, taken as the whole dataset.
 
@@ -259,6 +260,7 @@ def find_label_issues(
         ignore_index: class id excluded (never flagged, not in the thresholds).
         input_format: ``"auto"``, ``"probs"`` or ``"logits"``.
         validate_args: check values (one device synchronisation).
+        compile: use the compiled one-pass kernels (see :mod:`~.fused`).
 
     Returns:
         Bool mask ``(B, *working_spatial)``, True where the label looks wrong.
@@ -271,7 +273,12 @@ def find_label_issues(
     """
     prepared = _downsample(
         prepare_inputs(
-            preds, target, ignore_index=ignore_index, input_format=input_format, validate_args=validate_args
+            preds,
+            target,
+            ignore_index=ignore_index,
+            input_format=input_format,
+            validate_args=validate_args,
+            compile=compile,
         ),
         downsample,
     )
@@ -287,6 +294,7 @@ def confident_learning_counts(
     ignore_index: int | None = None,
     input_format: str = "auto",
     validate_args: bool = True,
+    compile: bool = False,
 ) -> Tensor:
     """Confident Learning Counts: 1 minus the share of an image's pixels flagged as issues.
 
@@ -299,6 +307,7 @@ def confident_learning_counts(
         ignore_index: class id excluded.
         input_format: ``"auto"``, ``"probs"`` or ``"logits"``.
         validate_args: check values (one device synchronisation).
+        compile: use the compiled one-pass kernels (see :mod:`~.fused`).
 
     Returns:
         ``(B,)`` scores in [0, 1]; lower means more likely mislabeled.
@@ -311,7 +320,12 @@ def confident_learning_counts(
     """
     prepared = _downsample(
         prepare_inputs(
-            preds, target, ignore_index=ignore_index, input_format=input_format, validate_args=validate_args
+            preds,
+            target,
+            ignore_index=ignore_index,
+            input_format=input_format,
+            validate_args=validate_args,
+            compile=compile,
         ),
         downsample,
     )
@@ -328,6 +342,7 @@ def local_scores_and_issues(
     ignore_index: int | None = None,
     input_format: str = "auto",
     validate_args: bool = True,
+    compile: bool = False,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """The four pixel-local scores and the confident-learning issue mask from one shared pass.
 
@@ -347,6 +362,13 @@ def local_scores_and_issues(
     from lightning_segqa.functional.pixel import local_scores
 
     pp = pixel_pass(
-        prepare_inputs(preds, target, ignore_index=ignore_index, input_format=input_format, validate_args=validate_args)
+        prepare_inputs(
+            preds,
+            target,
+            ignore_index=ignore_index,
+            input_format=input_format,
+            validate_args=validate_args,
+            compile=compile,
+        )
     )
     return local_scores(pp, temperature), issue_mask(pp, batch_cutoff(pp))

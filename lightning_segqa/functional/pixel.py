@@ -14,9 +14,11 @@ from functools import cached_property
 import torch
 from torch import Tensor
 
+from lightning_segqa.functional import fused
 from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs
 
 LOCAL_METHODS = ("softmin", "confidence_in_label", "correctly_classified_pixels", "iou")
+S_METHODS = frozenset(("softmin", "confidence_in_label"))  # need only ``s``
 
 
 def _flat(x: Tensor, keep: int) -> Tensor:
@@ -162,14 +164,51 @@ class PixelPass:
         self._flat = probs.reshape(b, k, -1)
         npix = self._flat.shape[2]
         self.target = target.reshape(b, -1)
-        s = _take_label(self._flat, self.target)
         self.valid = None if prepared.all_valid else prepared.valid.reshape(b, -1)
         if self.valid is not None:
-            s = torch.where(self.valid, s, torch.zeros_like(s))
             self.num_valid = self.valid.sum(-1)
         else:
             self.num_valid = torch.full((b,), npix, device=probs.device, dtype=torch.long)
+        self.compile = prepared.compile
+        #: with ``compile=True``: every pixel's confusion cell (see :func:`.fused.pixel_core`)
+        self._cell: Tensor | None = None
+        core = None
+        if prepared.compile and fused.usable(self._flat, cells=True):
+            core = fused.pixel_core(self._flat, self.target, self.valid)
+        if core is not None:
+            self.s, self.__dict__["wrong"], self._cell = core
+            return
+        s = _take_label(self._flat, self.target)
+        if self.valid is not None:
+            s = torch.where(self.valid, s, torch.zeros_like(s))
         self.s = s
+
+    def softmin(self, temperature: float) -> Tensor:
+        """``(B,)`` softmin of ``s`` over each image's valid pixels (NaN when there is none)."""
+        if self.compile and fused.usable(self._flat, temperature):
+            sums = fused.weighted_sums(self.s, self.valid, temperature)
+            if sums is not None:
+                return sums[0] / sums[1]
+        return _softmin_from_pixels(self.s, self.valid, temperature)
+
+    @cached_property
+    def _confusion(self) -> Tensor:
+        """``(B, K, K)`` valid pixels per (annotated, predicted) class (compiled pass only)."""
+        assert self._cell is not None
+        b, k = self.s.shape[0], self.num_classes
+        counts = torch.bincount(self._cell.view(-1), minlength=b * (k * k + 1))
+        return counts.view(b, k * k + 1)[:, : k * k].view(b, k, k)
+
+    @cached_property
+    def mis_counts(self) -> tuple[Tensor, Tensor]:
+        """``(B, K)`` mispredicted valid pixels per annotated class, and per predicted class."""
+        b, k = self.s.shape[0], self.num_classes
+        if self._cell is not None:
+            hits = self._confusion.diagonal(dim1=1, dim2=2)
+            return self._confusion.sum(2) - hits, self._confusion.sum(1) - hits
+        img = self.mis_img * k
+        by_true = torch.bincount(img + self.mis_true, minlength=b * k).view(b, k)
+        return by_true, torch.bincount(img + self.mis_pred, minlength=b * k).view(b, k)
 
     @cached_property
     def wrong(self) -> Tensor:
@@ -203,6 +242,11 @@ class PixelPass:
 
     @cached_property
     def _mis_max(self) -> tuple[Tensor, Tensor]:
+        if self._cell is not None:  # compiled pass: the predicted class is known everywhere
+            img, pix = self._mis_pos
+            k = self.num_classes
+            pred = (self._cell.view(-1)[self.mis_idx] % (k * k + 1) % k).long()
+            return self._flat[img, pred, pix], pred
         rows = self._flat.transpose(1, 2)[self._mis_pos]  # (M, K)
         return rows.max(dim=1)
 
@@ -219,6 +263,8 @@ class PixelPass:
     @cached_property
     def class_counts(self) -> Tensor:
         """``(B, K)`` valid pixels annotated with each class."""
+        if self._cell is not None:
+            return self._confusion.sum(2)
         b, npix = self.s.shape
         counts = torch.zeros(b, self.num_classes, dtype=torch.long, device=self.s.device)
         counts.scatter_add_(1, self.target, torch.ones(1, 1, dtype=torch.long, device=self.s.device).expand(b, npix))
@@ -239,6 +285,10 @@ class PixelPass:
 
     def pred(self) -> Tensor:
         """``(B, *spatial)`` predicted mask (the annotation where it is among the most probable)."""
+        if self._cell is not None:  # an ignored pixel's cell K*K gives 0, its safe target
+            k = self.num_classes
+            pred = (self._cell % (k * k + 1) % k).to(self.target.dtype)
+            return pred.view(self.target.shape[0], *self.shape)
         pred = self.target.clone()
         pred.view(-1)[self.mis_idx] = self.mis_pred
         return pred.view(pred.shape[0], *self.shape)
@@ -280,34 +330,57 @@ def local_scores(
         >>> round(out["confidence_in_label"].item(), 4), out["correctly_classified_pixels"].item()
         (0.55, 0.5)
     """
+    if not isinstance(prepared, PixelPass) and set(methods) <= S_METHODS:
+        out = _compiled_label_scores(prepared, temperature, methods)
+        if out is not None:
+            return out
     pp = prepared if isinstance(prepared, PixelPass) else pixel_pass(prepared)
-    s, valid = pp.s, pp.valid
+    s = pp.s
     b = s.shape[0]
     denom = pp.num_valid.to(s.dtype)
-    out: dict[str, Tensor] = {}
+    out = {}
     if "softmin" in methods:
-        out["softmin"] = _softmin_from_pixels(s, valid, temperature)
+        out["softmin"] = pp.softmin(temperature)
     if "confidence_in_label" in methods:
         out["confidence_in_label"] = s.sum(-1) / denom
     if "correctly_classified_pixels" in methods:
-        num_mis = torch.bincount(pp.mis_img, minlength=b)
+        num_mis = pp.mis_counts[0].sum(-1)
         out["correctly_classified_pixels"] = (pp.num_valid - num_mis).to(s.dtype) / denom
     if "iou" in methods:
         out["iou"] = _mean_iou(pp).to(s.dtype)
     return out
 
 
+def _compiled_label_scores(
+    prepared: PreparedInputs, temperature: float, methods: Sequence[str]
+) -> dict[str, Tensor] | None:
+    """Softmin and CIL from the compiled kernel that never stores ``s`` (None: not applicable)."""
+    if not prepared.compile:
+        return None
+    b, k = prepared.probs.shape[:2]
+    flat = prepared.probs.reshape(b, k, -1)
+    if not fused.usable(flat, temperature):
+        return None
+    valid = None if prepared.all_valid else prepared.valid.reshape(b, -1)
+    sums = fused.label_sums(flat, prepared.target.reshape(b, -1), valid, temperature)
+    if sums is None:
+        return None
+    num, den, total = sums
+    out: dict[str, Tensor] = {}
+    if "softmin" in methods:
+        out["softmin"] = num / den
+    if "confidence_in_label" in methods:
+        count = flat.shape[2] if valid is None else valid.sum(-1).to(total.dtype)
+        out["confidence_in_label"] = total / count
+    return out
+
+
 def _mean_iou(pp: PixelPass) -> Tensor:
     """Mean IoU per image over classes present in the label or the prediction."""
-    b, npix = pp.s.shape
-    k = pp.num_classes
-    area_true = pp.class_counts.view(-1)
-    img = pp.mis_img * k
-    mis_true = torch.bincount(img + pp.mis_true, minlength=b * k)
-    mis_pred = torch.bincount(img + pp.mis_pred, minlength=b * k)
-    inter = area_true - mis_true
-    union = (area_true + mis_pred).view(b, k).double()  # |true| + |pred| - |true & pred|
-    inter = inter.view(b, k).double()
+    area_true = pp.class_counts
+    mis_true, mis_pred = pp.mis_counts
+    inter = (area_true - mis_true).double()
+    union = (area_true + mis_pred).double()  # |true| + |pred| - |true & pred|
     present = union > 0
     iou = torch.where(present, inter / union.clamp_min(1), torch.zeros_like(union))
     return iou.sum(-1) / present.sum(-1)
@@ -322,6 +395,7 @@ def _public(name: str, doc_example: str):  # noqa: ANN202 - small factory for th
         input_format: str = "auto",
         validate_args: bool = True,
         temperature: float = 0.1,
+        compile: bool = False,
     ) -> Tensor:
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
@@ -331,6 +405,7 @@ def _public(name: str, doc_example: str):  # noqa: ANN202 - small factory for th
             ignore_index=ignore_index,
             input_format=input_format,
             validate_args=validate_args,
+            compile=compile,
         )
         return local_scores(prepared, temperature, (name,))[name]
 
@@ -347,6 +422,8 @@ _ARGS = """
         input_format: ``"auto"``, ``"probs"`` or ``"logits"``.
         validate_args: check values (one device synchronisation per call).
         temperature: softmin temperature (used by ``softmin`` only).
+        compile: use the compiled one-pass kernels (:mod:`~lightning_segqa.functional.fused`):
+            same results, read the probabilities once; compiling takes seconds once per process.
 
     Returns:
         ``(B,)`` scores in [0, 1]; lower means more likely mislabeled; NaN for an image with no

@@ -85,5 +85,9 @@ def downsample(prepared: PreparedInputs, factor: int) -> PreparedInputs:
     small_target = votes.view(*tb.shape[:-1], k).argmax(-1)
     small_valid = counts > 0
     return PreparedInputs(
-        probs=small_probs, target=small_target, valid=small_valid, all_valid=prepared.all_valid and not any(pad)
+        probs=small_probs,
+        target=small_target,
+        valid=small_valid,
+        all_valid=prepared.all_valid and not any(pad),
+        compile=prepared.compile,
     )
