@@ -336,7 +336,6 @@ def local_scores(
             return out
     pp = prepared if isinstance(prepared, PixelPass) else pixel_pass(prepared)
     s = pp.s
-    b = s.shape[0]
     denom = pp.num_valid.to(s.dtype)
     out = {}
     if "softmin" in methods:
