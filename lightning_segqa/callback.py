@@ -78,6 +78,7 @@ class LabelQualityMonitor(Callback):
             ``"raise"`` (:class:`~lightning_segqa.gate.LabelQualityError`).
         validate_args: check inputs on every batch (one or two device syncs per batch).
         draw_pictures: draw the ``top_k`` suspects (set False to log numbers and tables only).
+        compile: score with compiled one-pass kernels (see :class:`~lightning_segqa.LabelQuality`).
 
     Examples:
         >>> monitor = LabelQualityMonitor(num_classes=12, top_k=8, ignore_index=255)
@@ -111,6 +112,7 @@ class LabelQualityMonitor(Callback):
         on_fail: str = "warn",
         validate_args: bool = True,
         draw_pictures: bool = True,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.metric = LabelQuality(
@@ -121,6 +123,7 @@ class LabelQualityMonitor(Callback):
             input_format=input_format,
             downsample=downsample,
             validate_args=validate_args,
+            compile=compile,
         )
         if rank_by not in self.metric.methods:
             raise ValueError(f"`rank_by` must be one of the computed methods {self.metric.methods}, got {rank_by!r}.")

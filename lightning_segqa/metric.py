@@ -65,6 +65,11 @@ class LabelQuality(Metric):
         thresholds: TCCP threshold grid: a count ``G`` (``0, 1/G, ...``) or a 1-D tensor.
         validate_args: check values on every update (one device synchronisation each; two when
             only softmin/CIL are computed from logits: labels first, then the scores for NaN).
+        compile: score with the compiled one-pass kernels (:mod:`~lightning_segqa.functional.fused`):
+            the same scores, reading each batch's probabilities once instead of two to three
+            times; compiling takes a few seconds once per process (and once more when the batch
+            shape first changes). Falls back to the eager kernels, with a warning, where
+            ``torch.compile`` does not work.
         kwargs: passed to :class:`torchmetrics.Metric`.
 
     Examples:
@@ -95,6 +100,7 @@ class LabelQuality(Metric):
         connectivity: int = 1,
         thresholds: int | Tensor = DEFAULT_THRESHOLDS,
         validate_args: bool = True,
+        compile: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -121,6 +127,9 @@ class LabelQuality(Metric):
         self.downsample = downsample
         self.connectivity = connectivity
         self.validate_args = validate_args
+        if not isinstance(compile, bool):
+            raise TypeError(f"`compile` must be a bool, got {compile!r}.")
+        self.compile = compile
         self.register_buffer("grid", threshold_grid(thresholds), persistent=False)
         self._uniform_grid = thresholds if isinstance(thresholds, int) else None
         #: when True, ``last_batch`` holds the latest prepared inputs and per-image scores
@@ -168,6 +177,7 @@ class LabelQuality(Metric):
             input_format=self.input_format,
             validate_args=self.validate_args,
             scan_logits=not s_only,
+            compile=self.compile,
         )
         b = preds.shape[0]
         idx = self._check_indexes(indexes, b)

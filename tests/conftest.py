@@ -1,15 +1,18 @@
 """Shared fixtures."""
 
+import functools
+
 import pytest
 
 
-@pytest.fixture(params=["small-batch paths", "large-batch paths"])
+@pytest.fixture(params=["small-batch paths", "large-batch paths", "compiled kernels"])
 def code_path(request, monkeypatch):
-    """Run a test twice: as written, and with the paths large batches take forced on small inputs.
+    """Run a test three times: as written, with the large-batch paths, with ``compile=True``.
 
     Large batches gather ``s`` from flat rows, build temporaries a few images at a time and
     select the confident-learning cutoff by buckets; here they kick in from 0 pixels, with
-    chunks of one to two images.
+    chunks of one to two images. The third run turns on the compiled one-pass kernels
+    (``compile=True``) in every score and in :class:`~lightning_segqa.LabelQuality`.
     """
     if request.param == "large-batch paths":
         from lightning_segqa.functional import confident, pixel
@@ -17,4 +20,36 @@ def code_path(request, monkeypatch):
         monkeypatch.setattr(pixel, "FLAT_GATHER_MIN_PIXELS", 0)
         monkeypatch.setattr(pixel, "CHUNK_PIXELS", 250)
         monkeypatch.setattr(confident, "KTH_DIRECT_MAX", 0)
-    return request.param
+    elif request.param == "compiled kernels":
+        from lightning_segqa import metric
+        from lightning_segqa.functional import _inputs, coco, confident, pixel, thresholded
+
+        @functools.wraps(_inputs.prepare_inputs)
+        def forced(*args, **kwargs):
+            return _inputs.prepare_inputs(*args, **{**kwargs, "compile": True})
+
+        for module in (metric, pixel, confident, coco, thresholded):
+            monkeypatch.setattr(module, "prepare_inputs", forced)
+    yield request.param
+    if request.param == "compiled kernels":
+        from lightning_segqa.functional import fused
+
+        assert fused._STATE["broken"] is None, f"the kernels did not compile: {fused._STATE['broken']}"
+
+
+@pytest.fixture
+def compiled_calls(monkeypatch):
+    """Count the calls of each compiled kernel (to show a test really ran them)."""
+    from lightning_segqa.functional import fused
+
+    calls = {}
+    run = fused._run
+
+    def counting(name, *args):
+        out = run(name, *args)
+        if out is not None:
+            calls[name] = calls.get(name, 0) + 1
+        return out
+
+    monkeypatch.setattr(fused, "_run", counting)
+    return calls

@@ -67,6 +67,7 @@ def connected_components(
     ignore_index: int | None = None,
     input_format: str = "auto",
     validate_args: bool = True,
+    compile: bool = False,
 ) -> Tensor:
     """Connected Components (CoCo) label quality of each image.
 
@@ -80,6 +81,7 @@ def connected_components(
         ignore_index: class id excluded.
         input_format: ``"auto"``, ``"probs"`` or ``"logits"``.
         validate_args: check values (one device synchronisation).
+        compile: use the compiled one-pass kernels (see :mod:`~.fused`).
 
     Returns:
         ``(B,)`` scores in [0, 1]; lower means more likely mislabeled; NaN without valid pixels.
@@ -96,5 +98,6 @@ def connected_components(
         ignore_index=ignore_index,
         input_format=input_format,
         validate_args=validate_args,
+        compile=compile,
     )
     return coco_from_prepared(_downsample(prepared, downsample), connectivity)

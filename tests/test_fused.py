@@ -1,0 +1,176 @@
+"""The compiled one-pass kernels (``compile=True``) against the eager kernels, cleanlab and brute force.
+
+The shared cases (cleanlab conformance, brute-force scores, ignored pixels, empty images,
+gradients, streamed confident learning) also run with the compiled kernels through the
+``code_path`` fixture; these tests cover what is particular to them.
+"""
+
+import numpy as np
+import pytest
+import torch
+
+from lightning_segqa import LabelQuality
+from lightning_segqa import functional as F
+from lightning_segqa.functional import fused
+from lightning_segqa.functional._inputs import prepare_inputs
+from lightning_segqa.functional.confident import local_scores_and_issues
+from lightning_segqa.functional.pixel import LOCAL_METHODS, PixelPass, local_scores
+from tests.test_functional import CASES, brute_iou, random_case, s_map
+
+cleanlab_filter = pytest.importorskip("cleanlab.segmentation.filter")
+cleanlab_rank = pytest.importorskip("cleanlab.segmentation.rank")
+
+SCORES = (F.softmin, F.confidence_in_label, F.correctly_classified_pixels, F.iou)
+
+
+def tied_case():
+    """Probabilities with exact ties: the annotation wins a tie, else the first most probable class."""
+    probs = torch.tensor(
+        [
+            [0.5, 0.5, 0.25, 0.4, 0.3, 0.4],
+            [0.5, 0.25, 0.25, 0.3, 0.3, 0.2],
+            [0.0, 0.25, 0.5, 0.3, 0.4, 0.4],
+        ]
+    ).view(1, 3, 1, 6)
+    target = torch.tensor([[[1, 2, 0, 1, 2, 1]]])
+    return probs, target
+
+
+def test_pixel_core_matches_brute_force(compiled_calls):
+    """s, the mispredicted pixels and the predicted classes, pixel by pixel, ties included."""
+    for probs, target in [tied_case(), random_case(11, n=3, k=6, h=7, w=9)]:
+        b, k = probs.shape[:2]
+        flat, t = probs.reshape(b, k, -1), target.reshape(b, -1)
+        s, wrong, cell = fused.pixel_core(flat, t, None)
+        for i in range(b):
+            for j in range(flat.shape[2]):
+                column = flat[i, :, j].tolist()
+                label = int(t[i, j])
+                best = max(column)
+                pred = label if column[label] == best else column.index(best)
+                assert s[i, j] == column[label]
+                assert bool(wrong[i, j]) == (column[label] < best)
+                assert int(cell[i, j]) == i * (k * k + 1) + label * k + pred
+    assert compiled_calls["pixel_core"] == 2
+
+
+def test_ties_follow_the_eager_rules():
+    probs, target = tied_case()
+    # pixels: a tie at the max won by the label; labels below the max (predicted 0, 2, 0);
+    # a right label; classes 0 and 2 tied at the max above the label (predicted 0, the first)
+    for fn in SCORES:
+        torch.testing.assert_close(fn(probs, target, compile=True), fn(probs, target), atol=1e-7, rtol=0)
+    eager, compiled = PixelPass(prepare_inputs(probs, target)), PixelPass(prepare_inputs(probs, target, compile=True))
+    assert torch.equal(compiled.pred(), eager.pred())
+    assert torch.equal(compiled.mis_pred, eager.mis_pred) and torch.equal(compiled.mis_pmax, eager.mis_pmax)
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_scores_equal_eager_and_references(case, dtype, compiled_calls):
+    probs, target = CASES[case]
+    probs = probs.to(dtype)
+    ref_softmin = cleanlab_rank.get_label_quality_scores(
+        target.numpy(), probs.numpy(), method="softmin", verbose=False
+    )[0]
+    np.testing.assert_allclose(F.softmin(probs, target, compile=True).numpy(), ref_softmin, atol=1e-6, rtol=0)
+    prepared = prepare_inputs(probs, target, compile=True)
+    compiled = local_scores(prepared, 0.1)
+    eager = local_scores(prepare_inputs(probs, target), 0.1)
+    for m in LOCAL_METHODS:
+        assert compiled[m].dtype == eager[m].dtype == dtype
+        torch.testing.assert_close(compiled[m], eager[m], atol=1e-6, rtol=0)
+    pred, t = probs.argmax(1).numpy(), target.numpy()
+    ref_iou = [brute_iou(pred[b], t[b], probs.shape[1]) for b in range(len(t))]
+    np.testing.assert_allclose(compiled["iou"].numpy(), ref_iou, atol=1e-12)
+    s = s_map(probs.numpy(), t)
+    np.testing.assert_allclose(compiled["confidence_in_label"].numpy(), s.mean((1, 2)), atol=1e-6)
+    scores, issues = local_scores_and_issues(probs, target, compile=True)
+    ref = cleanlab_filter.find_label_issues(target.numpy(), probs.numpy(), downsample=1, n_jobs=1, verbose=False)
+    np.testing.assert_array_equal(issues.numpy(), ref)
+    assert compiled_calls["pixel_core"] >= 2 and compiled_calls["label_sums"] >= 1
+
+
+def test_ignored_pixels_volumes_and_logits():
+    g = torch.Generator().manual_seed(5)
+    logits = torch.randn(3, 4, 5, 6, 7, generator=g) * 3
+    target = torch.randint(0, 4, (3, 5, 6, 7), generator=g)
+    target[0, :2] = 255
+    target[2] = 255  # an image without a valid pixel scores NaN
+    for fn in SCORES:
+        ours = fn(logits, target, ignore_index=255, compile=True)
+        ref = fn(logits, target, ignore_index=255)
+        torch.testing.assert_close(ours, ref, atol=1e-6, rtol=0, equal_nan=True)
+        assert torch.isnan(ours[2]) and torch.isfinite(ours[:2]).all()
+    for ds in (1, 2):
+        mask = F.find_label_issues(logits, target, ignore_index=255, downsample=ds, compile=True)
+        assert torch.equal(mask, F.find_label_issues(logits, target, ignore_index=255, downsample=ds))
+    probs, target2 = random_case(12, n=3, k=5, h=9, w=8)
+    target2[1, :3] = 255
+    pp = PixelPass(prepare_inputs(probs, target2, ignore_index=255, compile=True))
+    ref = PixelPass(prepare_inputs(probs, target2, ignore_index=255))
+    assert torch.equal(pp.pred(), ref.pred()) and torch.equal(pp.class_counts, ref.class_counts)
+    assert all(torch.equal(a, b) for a, b in zip(pp.mis_counts, ref.mis_counts, strict=True))
+
+
+def test_connected_components_and_metric_report_equal_eager():
+    probs, target = CASES[5]
+    torch.testing.assert_close(
+        F.connected_components(probs, target, compile=True), F.connected_components(probs, target)
+    )
+    reports = []
+    for compile in (False, True):
+        metric = LabelQuality(num_classes=probs.shape[1], downsample=2, compile=compile)
+        for start in range(0, len(probs), 2):
+            stop = min(start + 2, len(probs))
+            metric.update(probs[start:stop], target[start:stop], indexes=torch.arange(start, stop))
+        reports.append(metric.compute())
+    for m in reports[0].scores:
+        torch.testing.assert_close(reports[1].scores[m], reports[0].scores[m], atol=1e-6, rtol=0)
+
+
+def test_outside_the_kernels_domain_the_eager_path_runs(monkeypatch, compiled_calls):
+    """Low temperatures, gradients and huge confusion tables fall back, with the same results."""
+    probs, target = random_case(13)
+    eager = F.softmin(probs, target, temperature=0.005)
+    torch.testing.assert_close(F.softmin(probs, target, temperature=0.005, compile=True), eager)
+    assert set(compiled_calls) == {"pixel_core"}  # s compiled, the weights (exp(-200 s)) eager
+    compiled_calls.clear()
+    logits = probs.log().requires_grad_()
+    score = F.softmin(logits, target, input_format="logits", compile=True)
+    assert score.requires_grad
+    assert not compiled_calls
+    monkeypatch.setattr(fused, "MAX_CELLS", 10)
+    pp = PixelPass(prepare_inputs(probs, target, compile=True))
+    assert pp._cell is None
+    torch.testing.assert_close(local_scores(pp)["iou"], F.iou(probs, target))
+
+
+def test_a_compiler_failure_warns_once_and_falls_back(monkeypatch):
+    def broken(fn):
+        def run(*args):
+            raise RuntimeError("no C++ compiler\nmore detail")
+
+        return run
+
+    monkeypatch.setattr(fused, "_COMPILED", {})
+    monkeypatch.setattr(fused, "_STATE", {"broken": None})
+    monkeypatch.setattr(torch, "compile", broken)
+    probs, target = random_case(14)
+    with pytest.warns(RuntimeWarning, match=r"could not compile its kernels \(RuntimeError: no C\+\+ compiler\)"):
+        ours = F.iou(probs, target, compile=True)
+    torch.testing.assert_close(ours, F.iou(probs, target))
+    assert not fused.usable(probs.reshape(4, 5, -1), 0.1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no second warning
+        torch.testing.assert_close(F.softmin(probs, target, compile=True), F.softmin(probs, target))
+
+
+def test_compile_must_be_a_bool():
+    probs, target = random_case(15)
+    with pytest.raises(TypeError, match="`compile` must be a bool, got 'yes'"):
+        F.softmin(probs, target, compile="yes")
+    with pytest.raises(TypeError, match="`compile` must be a bool, got 1"):
+        LabelQuality(num_classes=5, compile=1)
