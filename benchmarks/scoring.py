@@ -11,6 +11,11 @@ Measured side by side, repeats interleaved (the order rotates every repeat), med
                     (its mask is checked against cleanlab's)
 7. ``label_quality`` ``LabelQuality`` with all seven methods (downsample 4), batches of 8
 
+Items 4-7 run twice: with the eager kernels (the default) and with ``compile=True`` (the
+compiled one-pass kernels of ``lightning_segqa.functional.fused``; rows marked "compile").
+Compiling happens in the warm-up, on two images and then on the full input (the second shape
+makes the graphs dynamic), and is timed separately; ``--no-compile`` skips those rows.
+
 Peak memory: on CPU every item runs once more in a fresh subprocess that rebuilds the same
 inputs, resets the kernel's resident-set high-water mark (``/proc/self/clear_refs``) and reports
 ``VmHWM`` minus the resident size just before the call (see ``MEMORY_METHOD``). cleanlab items
@@ -45,7 +50,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-ITEM_ORDER = ("sum", "cl_softmin", "cl_issues", "softmin", "local", "cl_ours", "together", "label_quality")
+EAGER_ITEMS = ("sum", "cl_softmin", "cl_issues", "softmin", "local", "cl_ours", "together", "label_quality")
+COMPILED_ITEMS = ("softmin_c", "local_c", "together_c", "label_quality_c")
+ITEM_ORDER = EAGER_ITEMS + COMPILED_ITEMS
 CLEANLAB_ITEMS = ("cl_softmin", "cl_issues")
 LABELS = {
     "sum": "preds.sum() (bandwidth ref.)",
@@ -58,6 +65,11 @@ LABELS = {
     "label_quality": "ours LabelQuality 7 methods ds=4",
     "combo_cl": "cleanlab softmin + find_label_issues",
     "combo_ours": "ours local + CL (one shared pass)",
+    "softmin_c": "ours softmin, compile",
+    "local_c": "ours local_scores (1 pass), compile",
+    "together_c": "ours local + CL, compile",
+    "label_quality_c": "ours LabelQuality 7 methods, compile",
+    "combo_ours_c": "ours local + CL, compile",
 }
 MEMORY_METHOD = {
     "cpu": (
@@ -150,17 +162,17 @@ def _item_cl_issues(inp: Inputs):
     return find_label_issues(inp.labels_np, inp.probs_np, downsample=1, n_jobs=1, verbose=False)
 
 
-def _item_softmin(inp: Inputs):
+def _item_softmin(inp: Inputs, compile: bool = False):
     from lightning_segqa.functional import softmin
 
-    return softmin(inp.probs, inp.target, input_format="probs", validate_args=False)
+    return softmin(inp.probs, inp.target, input_format="probs", validate_args=False, compile=compile)
 
 
-def _item_local(inp: Inputs):
+def _item_local(inp: Inputs, compile: bool = False):
     from lightning_segqa.functional._inputs import prepare_inputs
     from lightning_segqa.functional.pixel import local_scores
 
-    prepared = prepare_inputs(inp.probs, inp.target, input_format="probs", validate_args=False)
+    prepared = prepare_inputs(inp.probs, inp.target, input_format="probs", validate_args=False, compile=compile)
     return local_scores(prepared, 0.1)
 
 
@@ -170,16 +182,18 @@ def _item_cl_ours(inp: Inputs):
     return find_label_issues(inp.probs, inp.target, downsample=1, input_format="probs", validate_args=False)
 
 
-def _item_together(inp: Inputs):
+def _item_together(inp: Inputs, compile: bool = False):
     from lightning_segqa.functional.confident import local_scores_and_issues
 
-    return local_scores_and_issues(inp.probs, inp.target, input_format="probs", validate_args=False)
+    return local_scores_and_issues(inp.probs, inp.target, input_format="probs", validate_args=False, compile=compile)
 
 
-def _item_label_quality(inp: Inputs):
+def _item_label_quality(inp: Inputs, compile: bool = False):
     from lightning_segqa import LabelQuality
 
-    metric = LabelQuality(num_classes=inp.probs.shape[1], input_format="probs", validate_args=False).to(inp.device)
+    metric = LabelQuality(
+        num_classes=inp.probs.shape[1], input_format="probs", validate_args=False, compile=compile
+    ).to(inp.device)
     b = inp.batch_size
     for start in range(0, inp.n, b):
         stop = min(start + b, inp.n)
@@ -198,6 +212,10 @@ ITEMS: dict[str, Callable] = {
     "cl_ours": _item_cl_ours,
     "together": _item_together,
     "label_quality": _item_label_quality,
+    "softmin_c": lambda inp: _item_softmin(inp, compile=True),
+    "local_c": lambda inp: _item_local(inp, compile=True),
+    "together_c": lambda inp: _item_together(inp, compile=True),
+    "label_quality_c": lambda inp: _item_label_quality(inp, compile=True),
 }
 
 
@@ -247,6 +265,8 @@ def memory_child(name: str, args: argparse.Namespace) -> dict:
     size = args.sizes[0]
     inp = make_inputs(args.n, args.k, size, size, args.seed, torch.device("cpu"), args.batch_size)
     ITEMS[name](_slice(inp, min(2, inp.n)))  # imports, code paths, thread pools
+    if name in COMPILED_ITEMS:
+        ITEMS[name](inp)  # the dynamic-shape graphs
     gc.collect()
     base = _status_mb("VmRSS")
     if not _reset_hwm():
@@ -334,22 +354,29 @@ def run_size(size: int, args: argparse.Namespace, device: torch.device) -> dict:
         flush=True,
     )
 
-    # warm-up on two images: code paths, thread pools, CUDA kernels
+    items = _items(args)
+    # warm-up on two images: code paths, thread pools, CUDA kernels; compiled items also on the
+    # full input (a second shape: dynamic graphs), so no timed call compiles
     small = _slice(inp, min(2, n))
-    for name in ITEM_ORDER:
-        timed(name, small)
+    compile_s = 0.0
+    for name in items:
+        dt, _ = timed(name, small)
+        if name in COMPILED_ITEMS:
+            compile_s += dt + timed(name, inp)[0]
+    if any(name in COMPILED_ITEMS for name in items):
+        print(f"  compile=True warm-up (compiling, not timed): {compile_s:.1f} s", flush=True)
 
     cl_rep = args.cleanlab_repeats if args.cleanlab_repeats is not None else args.repeats
-    times: dict[str, list[float]] = {name: [] for name in ITEM_ORDER}
+    times: dict[str, list[float]] = {name: [] for name in items}
     outputs: dict[str, object] = {}
     for r in range(args.repeats):
-        order = ITEM_ORDER[r % len(ITEM_ORDER) :] + ITEM_ORDER[: r % len(ITEM_ORDER)]
+        order = items[r % len(items) :] + items[: r % len(items)]
         for name in order:
             if name in CLEANLAB_ITEMS and len(times[name]) >= cl_rep:
                 continue
             dt, out = timed(name, inp)
             times[name].append(dt)
-            if name in ("cl_issues", "cl_ours", "together", "label_quality"):
+            if name in ("cl_issues", "cl_ours", "together", "label_quality", "together_c"):
                 outputs[name] = out
             del out
         print(f"  repeat {r + 1}/{args.repeats} done, load average {_load()}", flush=True)
@@ -362,6 +389,7 @@ def run_size(size: int, args: argparse.Namespace, device: torch.device) -> dict:
             ours_mask.shape == cl_mask.shape
             and (ours_mask == cl_mask).all()
             and (outputs["together"][1].cpu().numpy() == cl_mask).all()
+            and ("together_c" not in outputs or (outputs["together_c"][1].cpu().numpy() == cl_mask).all())
         ),
         "ours": int(ours_mask.sum()),
         "cleanlab": int(cl_mask.sum()),
@@ -373,13 +401,13 @@ def run_size(size: int, args: argparse.Namespace, device: torch.device) -> dict:
     memory: dict[str, dict] = {}
     if not args.no_memory:
         if device.type == "cuda":
-            for name in ITEM_ORDER:
+            for name in items:
                 memory[name] = memory_cuda(name, inp)
             del inp
         else:
             del inp, small
             gc.collect()
-            for name in ITEM_ORDER:
+            for name in items:
                 memory[name] = memory_cpu(name, size, args)
                 print(f"  memory {name}: {_fmt_mem(memory[name])} MB", flush=True)
     return {
@@ -390,7 +418,12 @@ def run_size(size: int, args: argparse.Namespace, device: torch.device) -> dict:
         "times_s": times,
         "flags": flags,
         "memory": memory,
+        "compile_s": compile_s,
     }
+
+
+def _items(args: argparse.Namespace) -> tuple[str, ...]:
+    return EAGER_ITEMS if args.no_compile else ITEM_ORDER
 
 
 # --------------------------------------------------------------------------------------------
@@ -400,21 +433,31 @@ def run_size(size: int, args: argparse.Namespace, device: torch.device) -> dict:
 def _targets(res: dict) -> list[tuple[str, float, float, bool]]:
     med = res["median_s"]
     sum_gbs = res["bytes"] / med["sum"] / 1e9
-    local_share = res["bytes"] / med["local"] / 1e9 / sum_gbs
-    softmin_x = med["cl_softmin"] / med["softmin"]
-    combo_x = (med["cl_softmin"] + med["cl_issues"]) / med["together"]
     eq = res["flags"]["equal"]
-    return [
-        ("our softmin vs cleanlab softmin (speed-up)", softmin_x, 5.0, softmin_x >= 5.0),
-        (
-            "our local_scores + find_label_issues vs cleanlab softmin + find_label_issues "
-            f"(speed-up; flags equal: {eq})",
-            combo_x,
-            10.0,
-            combo_x >= 10.0 and eq,
-        ),
-        ("local_scores single pass, share of the preds.sum() bandwidth", local_share, 0.30, local_share >= 0.30),
-    ]
+    out = []
+    for suffix, how in (("", "eager"), ("_c", "compile=True")):
+        if "softmin" + suffix not in med:
+            continue
+        local_share = res["bytes"] / med["local" + suffix] / 1e9 / sum_gbs
+        softmin_x = med["cl_softmin"] / med["softmin" + suffix]
+        combo_x = (med["cl_softmin"] + med["cl_issues"]) / med["together" + suffix]
+        out += [
+            (f"[{how}] our softmin vs cleanlab softmin (speed-up)", softmin_x, 5.0, softmin_x >= 5.0),
+            (
+                f"[{how}] our local_scores + find_label_issues vs cleanlab softmin + find_label_issues "
+                f"(speed-up; flags equal: {eq})",
+                combo_x,
+                10.0,
+                combo_x >= 10.0 and eq,
+            ),
+            (
+                f"[{how}] local_scores single pass, share of the preds.sum() bandwidth",
+                local_share,
+                0.30,
+                local_share >= 0.30,
+            ),
+        ]
+    return out
 
 
 def print_report(results: list[dict], args: argparse.Namespace, device: torch.device) -> None:
@@ -434,11 +477,13 @@ def print_report(results: list[dict], args: argparse.Namespace, device: torch.de
     for res in results:
         med, size = res["median_s"], res["size"]
         sum_gbs = res["bytes"] / med["sum"] / 1e9
-        rows = [(name, med[name], res["memory"].get(name)) for name in ITEM_ORDER]
+        rows = [(name, med[name], res["memory"].get(name)) for name in ITEM_ORDER if name in med]
         rows += [("combo_cl", med["cl_softmin"] + med["cl_issues"], None), ("combo_ours", med["together"], None)]
+        if "together_c" in med:
+            rows.append(("combo_ours_c", med["together_c"], None))
         for name, t, mem in rows:
             ns = t / res["pixels"] * 1e9
-            if name == "combo_ours":
+            if name.startswith("combo_ours"):
                 ratio = f"{(med['cl_softmin'] + med['cl_issues']) / t:.2f}x c"
             elif name == "combo_cl":
                 ratio = "1.00x c"
@@ -456,6 +501,8 @@ def print_report(results: list[dict], args: argparse.Namespace, device: torch.de
             f"cleanlab {fl['cleanlab']}, {fl['differ']} pixels differ); "
             f"LabelQuality cl_num_issues at downsample 4: {fl['label_quality_cl_num_issues']}"
         )
+        if "softmin_c" in med:
+            print(f"{size:>5} compile=True: kernels compiled in the warm-up in {res['compile_s']:.1f} s (not timed)")
         print("-" * len(head))
     print(
         "'vs cl softmin': cleanlab softmin time / item time (higher = faster than cleanlab); "
@@ -492,6 +539,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=8, help="LabelQuality update batch")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory runs")
+    p.add_argument("--no-compile", action="store_true", help="skip the compile=True rows")
     p.add_argument("--json", type=Path, default=None, help="also write raw results here")
     p.add_argument("--quick", action="store_true", help="smoke run: sizes 64, N=4, K=5, 2 repeats")
     p.add_argument("--_memory-child", dest="memory_child", default=None, help=argparse.SUPPRESS)
