@@ -186,9 +186,14 @@ class PixelPass:
     def softmin(self, temperature: float) -> Tensor:
         """``(B,)`` softmin of ``s`` over each image's valid pixels (NaN when there is none)."""
         if self.compile and fused.usable(self._flat, temperature):
-            sums = fused.weighted_sums(self.s, self.valid, temperature)
-            if sums is not None:
-                return sums[0] / sums[1]
+            out = torch.empty(self.s.shape[0], dtype=self.s.dtype, device=self.s.device)
+            for i, j in _image_chunks(*self.s.shape):  # the kernel's temporaries stay small
+                sums = fused.weighted_sums(self.s[i:j], None if self.valid is None else self.valid[i:j], temperature)
+                if sums is None:
+                    break
+                out[i:j] = sums[0] / sums[1]
+            else:
+                return out
         return _softmin_from_pixels(self.s, self.valid, temperature)
 
     @cached_property
@@ -246,6 +251,9 @@ class PixelPass:
             img, pix = self._mis_pos
             k = self.num_classes
             pred = (self._cell.view(-1)[self.mis_idx] % (k * k + 1) % k).long()
+            if self._flat.is_contiguous():
+                npix = self._flat.shape[2]
+                return self._flat.view(-1).take((img * k + pred) * npix + pix), pred
             return self._flat[img, pred, pix], pred
         rows = self._flat.transpose(1, 2)[self._mis_pos]  # (M, K)
         return rows.max(dim=1)
