@@ -170,7 +170,7 @@ def _item_softmin(inp: Inputs, compile: bool = False):
 
 def _item_local(inp: Inputs, compile: bool = False):
     from lightning_segqa.functional._inputs import prepare_inputs
-    from lightning_segqa.functional.pixel import local_scores
+    from lightning_segqa.functional.local import local_scores
 
     prepared = prepare_inputs(inp.probs, inp.target, input_format="probs", validate_args=False, compile=compile)
     return local_scores(prepared, 0.1)

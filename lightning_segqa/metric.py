@@ -18,7 +18,8 @@ from lightning_segqa.functional.confident import (
     confident_stats,
     issue_counts_per_image,
 )
-from lightning_segqa.functional.pixel import LOCAL_METHODS, local_scores, pixel_pass
+from lightning_segqa.functional.local import LOCAL_METHODS, local_scores
+from lightning_segqa.functional.pixel import pixel_pass
 from lightning_segqa.functional.pooling import downsample as _downsample
 from lightning_segqa.functional.thresholded import (
     DEFAULT_THRESHOLDS,

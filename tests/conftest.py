@@ -22,13 +22,13 @@ def code_path(request, monkeypatch):
         monkeypatch.setattr(confident, "KTH_DIRECT_MAX", 0)
     elif request.param == "compiled kernels":
         from lightning_segqa import metric
-        from lightning_segqa.functional import _inputs, coco, confident, pixel, thresholded
+        from lightning_segqa.functional import _inputs, coco, confident, local, pixel, thresholded
 
         @functools.wraps(_inputs.prepare_inputs)
         def forced(*args, **kwargs):
             return _inputs.prepare_inputs(*args, **{**kwargs, "compile": True})
 
-        for module in (metric, pixel, confident, coco, thresholded):
+        for module in (metric, pixel, local, confident, coco, thresholded):
             monkeypatch.setattr(module, "prepare_inputs", forced)
     yield request.param
     if request.param == "compiled kernels":

@@ -14,7 +14,8 @@ from lightning_segqa import functional as F
 from lightning_segqa.functional import fused
 from lightning_segqa.functional._inputs import prepare_inputs
 from lightning_segqa.functional.confident import local_scores_and_issues
-from lightning_segqa.functional.pixel import LOCAL_METHODS, PixelPass, local_scores
+from lightning_segqa.functional.local import LOCAL_METHODS, local_scores
+from lightning_segqa.functional.pixel import PixelPass
 from tests.test_functional import CASES, brute_iou, random_case, s_map
 
 cleanlab_filter = pytest.importorskip("cleanlab.segmentation.filter")
@@ -121,9 +122,10 @@ def test_connected_components_and_metric_report_equal_eager():
     reports = []
     for compile in (False, True):
         metric = LabelQuality(num_classes=probs.shape[1], downsample=2, compile=compile)
-        for start in range(0, len(probs), 2):
-            stop = min(start + 2, len(probs))
-            metric.update(probs[start:stop], target[start:stop], indexes=torch.arange(start, stop))
+        with torch.inference_mode():  # as in Lightning's validation loop
+            for start in range(0, len(probs), 2):
+                stop = min(start + 2, len(probs))
+                metric.update(probs[start:stop], target[start:stop], indexes=torch.arange(start, stop))
         reports.append(metric.compute())
     for m in reports[0].scores:
         torch.testing.assert_close(reports[1].scores[m], reports[0].scores[m], atol=1e-6, rtol=0)

@@ -246,7 +246,7 @@ def test_background_writes_keep_order_and_report_failures(tmp_path):
 
 
 @pytest.mark.parametrize("methods", [("softmin",), ("softmin", "confidence_in_label"), ("softmin", "iou")])
-def test_logits_without_a_scan_still_reject_non_finite_values(methods):
+def test_logits_without_a_scan_still_reject_non_finite_values(methods, code_path):
     """Softmin/CIL on declared logits skip the value scan; a NaN or +inf still raises and changes nothing."""
     probs, target, _ = dataset()
     logits = probs.clamp_min(1e-6).log() * 3  # wide but finite logits
@@ -336,7 +336,7 @@ def test_background_writer_works_in_a_forked_child(tmp_path):
 
 
 @pytest.mark.parametrize("methods", [("softmin",), ("softmin", "iou")])
-def test_minus_inf_logits_mean_probability_zero_whatever_the_methods(methods):
+def test_minus_inf_logits_mean_probability_zero_whatever_the_methods(methods, code_path):
     """A -inf logit is a class with probability 0 on every path; a pixel with only -inf is refused."""
     g = torch.Generator().manual_seed(0)
     logits = torch.randn(2, 3, 4, 4, generator=g)

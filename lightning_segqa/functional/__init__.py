@@ -9,13 +9,8 @@ dataset-level scores (``thresholded_ccp``, ``confident_learning_counts``,
 from lightning_segqa.functional.coco import connected_components
 from lightning_segqa.functional.components import label_connected_components
 from lightning_segqa.functional.confident import confident_learning_counts, find_label_issues
-from lightning_segqa.functional.pixel import (
-    confidence_in_label,
-    correctly_classified_pixels,
-    iou,
-    pixel_label_scores,
-    softmin,
-)
+from lightning_segqa.functional.local import confidence_in_label, correctly_classified_pixels, iou, softmin
+from lightning_segqa.functional.pixel import pixel_label_scores
 from lightning_segqa.functional.pooling import downsample
 from lightning_segqa.functional.thresholded import thresholded_ccp
 

@@ -346,7 +346,7 @@ def local_scores_and_issues(
 ) -> tuple[dict[str, Tensor], Tensor]:
     """The four pixel-local scores and the confident-learning issue mask from one shared pass.
 
-    Equivalent to :func:`~lightning_segqa.functional.pixel.local_scores` plus
+    Equivalent to :func:`~lightning_segqa.functional.local.local_scores` plus
     :func:`find_label_issues` at ``downsample=1``, reading the probabilities once.
 
     Returns:
@@ -359,7 +359,7 @@ def local_scores_and_issues(
         >>> issues
         tensor([[[False,  True,  True]]])
     """
-    from lightning_segqa.functional.pixel import local_scores
+    from lightning_segqa.functional.local import local_scores
 
     pp = pixel_pass(
         prepare_inputs(

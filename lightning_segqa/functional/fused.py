@@ -1,25 +1,29 @@
 """Compiled one-pass kernels for the per-pixel work (opt-in: ``compile=True``).
 
-Eager PyTorch reads the probabilities several times per batch: one gather for the annotated
-class, one ``amax`` for the mispredicted pixels, then a gather of the ``K`` probabilities of
-each mispredicted pixel. :func:`torch.compile` fuses them into one loop over the classes of
-each pixel, so the probabilities are read once:
+Eager PyTorch reads the probabilities ``(B, K, *spatial)`` several times per batch: a gather
+of the annotated class, an ``amax`` to find the mispredicted pixels, then a gather of the
+``K`` probabilities of each mispredicted pixel. :func:`torch.compile` fuses that work into one
+loop over the classes of each pixel, so the probabilities are read once:
 
-* :func:`label_sums`: softmin and CIL need only ``s`` (the probability of the annotated class):
-  per image ``sum w*s``, ``sum w`` (``w = exp(-s / T)``) and ``sum s``, without keeping ``s``.
-* :func:`pixel_core`: ``s``, the mispredicted pixels, the predicted class of every pixel and
-  the softmin sums, for :class:`~lightning_segqa.functional.pixel.PixelPass`.
+* :func:`label_sums` (softmin and CIL, which need only ``s``, the probability of the annotated
+  class): per image ``sum w*s``, ``sum w`` (``w = exp(-s / T)``) and ``sum s``.
+* :func:`pixel_core` (:class:`~lightning_segqa.functional.pixel.PixelPass`): ``s``, the
+  mispredicted pixels and every pixel's cell of its image's confusion matrix (annotated
+  class, predicted class), from which CCP, IoU and the per-class counts of confident
+  learning follow by one ``bincount``. :func:`weighted_sums` then gives the softmin from ``s``.
 
-The kernels give the eager path's results: ``s`` and the predicted classes exactly (ties go to
-the annotation, then to the first most probable class), the softmin to float rounding. The
-weights are not shifted by the image minimum: with ``s`` in [0, 1] and ``1 / T <= MAX_INV_T``
-they lie in ``[exp(-80), 1]``, far from underflow in float32. Inputs outside that domain (a
-lower temperature, gradients, empty batches) use the eager path.
+The results are the eager kernels': ``s``, the mispredicted pixels and the predicted classes
+exactly (ties go to the annotation, then to the first most probable class), the softmin to
+float rounding (tested against the eager path, cleanlab and brute force). The softmin weights
+are not shifted by the image minimum: with ``s`` in [0, 1] and ``1 / T <= MAX_INV_T`` they lie
+in ``[exp(-80), 1]``, far from float32 underflow. Inputs outside the kernels' domain (a lower
+temperature, integer overflow of the cells, inputs that require grad, empty batches, dtypes
+other than float32/float64) take the eager path.
 
-Compiling takes a few seconds per input dtype and masking variant (once per process; a change
-of batch shape compiles once more, then shapes are dynamic). It needs a C++ compiler on CPU and
-Triton on GPU. When compiling fails, a warning names the error once and the eager kernels are
-used for the rest of the process.
+Compiling takes a few seconds per kernel, input dtype and masking variant, once per process
+(and once more when the batch shape first changes: shapes are then dynamic). It needs a C++
+compiler on CPU and Triton on GPU. When compiling fails, one warning names the error and the
+eager kernels serve the rest of the process.
 """
 
 from __future__ import annotations

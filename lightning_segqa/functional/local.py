@@ -1,0 +1,208 @@
+"""Scores computed from one image's own pixels: softmin, CIL, CCP and IoU (paper eqs. 1, 5, 6, 8).
+
+Each public function takes ``preds`` ``(B, K, *spatial)`` (probabilities or logits) and
+``target`` ``(B, *spatial)`` and returns a ``(B,)`` tensor where **lower means more likely
+mislabeled**. Pixels equal to ``ignore_index`` are left out; an image without any valid pixel
+scores NaN.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+from lightning_segqa.functional import fused
+from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs
+from lightning_segqa.functional.pixel import PixelPass, pixel_pass
+
+LOCAL_METHODS = ("softmin", "confidence_in_label", "correctly_classified_pixels", "iou")
+S_METHODS = frozenset(("softmin", "confidence_in_label"))  # need only ``s``
+
+
+def local_scores(
+    prepared: PreparedInputs | PixelPass,
+    temperature: float = 0.1,
+    methods: Sequence[str] = LOCAL_METHODS,
+) -> dict[str, Tensor]:
+    """The pixel-local image scores of one batch from a single pass over the probabilities.
+
+    Args:
+        prepared: output of :func:`~lightning_segqa.functional._inputs.prepare_inputs`, or a
+            :class:`PixelPass` already computed from it.
+        temperature: softmin temperature.
+        methods: which of ``softmin``, ``confidence_in_label``,
+            ``correctly_classified_pixels``, ``iou`` to compute.
+
+    Returns:
+        Dict of ``(B,)`` scores for the requested methods.
+
+    Examples:
+        >>> import torch
+        >>> p = prepare_inputs(torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]]), torch.tensor([[[0, 0]]]))
+        >>> out = local_scores(p)
+        >>> round(out["confidence_in_label"].item(), 4), out["correctly_classified_pixels"].item()
+        (0.55, 0.5)
+    """
+    if not isinstance(prepared, PixelPass) and set(methods) <= S_METHODS:
+        out = _compiled_label_scores(prepared, temperature, methods)
+        if out is not None:
+            return out
+    pp = prepared if isinstance(prepared, PixelPass) else pixel_pass(prepared)
+    s = pp.s
+    denom = pp.num_valid.to(s.dtype)
+    out = {}
+    if "softmin" in methods:
+        out["softmin"] = pp.softmin(temperature)
+    if "confidence_in_label" in methods:
+        out["confidence_in_label"] = s.sum(-1) / denom
+    if "correctly_classified_pixels" in methods:
+        num_mis = pp.mis_counts[0].sum(-1)
+        out["correctly_classified_pixels"] = (pp.num_valid - num_mis).to(s.dtype) / denom
+    if "iou" in methods:
+        out["iou"] = _mean_iou(pp).to(s.dtype)
+    return out
+
+
+def _compiled_label_scores(
+    prepared: PreparedInputs, temperature: float, methods: Sequence[str]
+) -> dict[str, Tensor] | None:
+    """Softmin and CIL from the compiled kernel that never stores ``s`` (None: not applicable)."""
+    if not prepared.compile:
+        return None
+    b, k = prepared.probs.shape[:2]
+    flat = prepared.probs.reshape(b, k, -1)
+    if not fused.usable(flat, temperature):
+        return None
+    valid = None if prepared.all_valid else prepared.valid.reshape(b, -1)
+    sums = fused.label_sums(flat, prepared.target.reshape(b, -1), valid, temperature)
+    if sums is None:
+        return None
+    num, den, total = sums
+    out: dict[str, Tensor] = {}
+    if "softmin" in methods:
+        out["softmin"] = num / den
+    if "confidence_in_label" in methods:
+        count = flat.shape[2] if valid is None else valid.sum(-1).to(total.dtype)
+        out["confidence_in_label"] = total / count
+    return out
+
+
+def _mean_iou(pp: PixelPass) -> Tensor:
+    """Mean IoU per image over classes present in the label or the prediction."""
+    area_true = pp.class_counts
+    mis_true, mis_pred = pp.mis_counts
+    inter = (area_true - mis_true).double()
+    union = (area_true + mis_pred).double()  # |true| + |pred| - |true & pred|
+    present = union > 0
+    iou = torch.where(present, inter / union.clamp_min(1), torch.zeros_like(union))
+    return iou.sum(-1) / present.sum(-1)
+
+
+def _public(name: str, doc_example: str):  # noqa: ANN202 - small factory for the four wrappers
+    def score(
+        preds: Tensor,
+        target: Tensor,
+        *,
+        ignore_index: int | None = None,
+        input_format: str = "auto",
+        validate_args: bool = True,
+        temperature: float = 0.1,
+        compile: bool = False,
+    ) -> Tensor:
+        if not temperature > 0:
+            raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+        prepared = prepare_inputs(
+            preds,
+            target,
+            ignore_index=ignore_index,
+            input_format=input_format,
+            validate_args=validate_args,
+            compile=compile,
+        )
+        return local_scores(prepared, temperature, (name,))[name]
+
+    score.__name__ = score.__qualname__ = name
+    score.__doc__ = doc_example
+    return score
+
+
+_ARGS = """
+    Args:
+        preds: ``(B, K, *spatial)`` probabilities or logits (float16/bfloat16/float32/float64).
+        target: ``(B, *spatial)`` integer class ids.
+        ignore_index: class id excluded from the score.
+        input_format: ``"auto"``, ``"probs"`` or ``"logits"``.
+        validate_args: check values (one device synchronisation per call).
+        temperature: softmin temperature (used by ``softmin`` only).
+        compile: use the compiled one-pass kernels (:mod:`~lightning_segqa.functional.fused`):
+            same results, read the probabilities once; compiling takes seconds once per process.
+
+    Returns:
+        ``(B,)`` scores in [0, 1]; lower means more likely mislabeled; NaN for an image with no
+        valid pixel.
+"""
+
+softmin = _public(
+    "softmin",
+    """Softmin of the per-pixel label probabilities (paper eq. 6, the proposed method).
+
+    ``sum_ij s_ij * w_ij`` with ``w = softmax((1 - s) / temperature)`` over the image's valid
+    pixels: a soft minimum that is pulled towards the worst-labelled region while still
+    seeing the whole image. Computed stably (weights shifted by the image minimum).
+"""
+    + _ARGS
+    + """
+    Examples:
+        >>> import torch
+        >>> probs = torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]])
+        >>> softmin(probs, torch.tensor([[[0, 0]]]))
+        tensor([0.2006])
+""",
+)
+
+confidence_in_label = _public(
+    "confidence_in_label",
+    """Mean per-pixel probability of the annotated class (paper eq. 5, CIL).
+"""
+    + _ARGS
+    + """
+    Examples:
+        >>> import torch
+        >>> probs = torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]])
+        >>> confidence_in_label(probs, torch.tensor([[[0, 0]]]))
+        tensor([0.5500])
+""",
+)
+
+correctly_classified_pixels = _public(
+    "correctly_classified_pixels",
+    """Share of valid pixels whose argmax prediction equals the annotation (paper eq. 1, CCP).
+"""
+    + _ARGS
+    + """
+    Examples:
+        >>> import torch
+        >>> probs = torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]])
+        >>> correctly_classified_pixels(probs, torch.tensor([[[0, 0]]]))
+        tensor([0.5000])
+""",
+)
+
+iou = _public(
+    "iou",
+    """Per-image mean IoU between the predicted and the annotated mask (paper eq. 8).
+
+    The mean runs over the classes present in the annotation or the prediction of that image
+    (valid pixels only), so classes absent from both do not count as perfect matches.
+"""
+    + _ARGS
+    + """
+    Examples:
+        >>> import torch
+        >>> probs = torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]])
+        >>> iou(probs, torch.tensor([[[0, 0]]]))  # class 0: 1/2, class 1: 0/1
+        tensor([0.2500])
+""",
+)
