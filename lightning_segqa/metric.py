@@ -130,7 +130,7 @@ class LabelQuality(Metric):
         self.validate_args = validate_args
         if not isinstance(compile, bool):
             raise TypeError(f"`compile` must be a bool, got {compile!r}.")
-        self.compile = compile
+        self.compiled_kernels = compile  # not `self.compile`: that is nn.Module.compile
         self.register_buffer("grid", threshold_grid(thresholds), persistent=False)
         self._uniform_grid = thresholds if isinstance(thresholds, int) else None
         #: when True, ``last_batch`` holds the latest prepared inputs and per-image scores
@@ -178,7 +178,7 @@ class LabelQuality(Metric):
             input_format=self.input_format,
             validate_args=self.validate_args,
             scan_logits=not s_only,
-            compile=self.compile,
+            compile=self.compiled_kernels,
         )
         b = preds.shape[0]
         idx = self._check_indexes(indexes, b)

@@ -5,6 +5,19 @@ import functools
 import pytest
 
 
+def strict_compile(monkeypatch):
+    """Make the compiled kernels fail loudly instead of running their Python bodies.
+
+    Past dynamo's recompile limit (8 graphs per function) a kernel silently runs as plain
+    Python; the tests use many more input variants than one training run, so they raise the
+    limit and turn hitting it into an error (which ``fused`` reports as a compile failure).
+    """
+    import torch._dynamo.config as dynamo_config
+
+    monkeypatch.setattr(dynamo_config, "recompile_limit", 64)
+    monkeypatch.setattr(dynamo_config, "fail_on_recompile_limit_hit", True)
+
+
 @pytest.fixture(params=["small-batch paths", "large-batch paths", "compiled kernels"])
 def code_path(request, monkeypatch):
     """Run a test three times: as written, with the large-batch paths, with ``compile=True``.
@@ -21,6 +34,7 @@ def code_path(request, monkeypatch):
         monkeypatch.setattr(pixel, "CHUNK_PIXELS", 250)
         monkeypatch.setattr(confident, "KTH_DIRECT_MAX", 0)
     elif request.param == "compiled kernels":
+        strict_compile(monkeypatch)
         from lightning_segqa import metric
         from lightning_segqa.functional import _inputs, coco, confident, local, pixel, thresholded
 
@@ -42,6 +56,7 @@ def compiled_calls(monkeypatch):
     """Count the calls of each compiled kernel (to show a test really ran them)."""
     from lightning_segqa.functional import fused
 
+    strict_compile(monkeypatch)
     calls = {}
     run = fused._run
 

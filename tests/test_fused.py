@@ -24,6 +24,17 @@ cleanlab_rank = pytest.importorskip("cleanlab.segmentation.rank")
 SCORES = (F.softmin, F.confidence_in_label, F.correctly_classified_pixels, F.iou)
 
 
+@pytest.fixture(autouse=True)
+def kernels_compile(monkeypatch):
+    """Every test here runs compiled graphs (no silent fallback) and leaves the kernels on."""
+    from tests.conftest import strict_compile
+
+    strict_compile(monkeypatch)
+    state = fused._STATE  # (a test may swap in its own)
+    yield
+    assert state["broken"] is None, state["broken"]
+
+
 def tied_case():
     """Probabilities with exact ties: the annotation wins a tie, else the first most probable class."""
     probs = torch.tensor(
@@ -149,7 +160,7 @@ def test_outside_the_kernels_domain_the_eager_path_runs(monkeypatch, compiled_ca
 
 
 def test_a_compiler_failure_warns_once_and_falls_back(monkeypatch):
-    def broken(fn):
+    def broken(fn, **options):
         def run(*args):
             raise RuntimeError("no C++ compiler\nmore detail")
 
@@ -176,3 +187,99 @@ def test_compile_must_be_a_bool():
         F.softmin(probs, target, compile="yes")
     with pytest.raises(TypeError, match="`compile` must be a bool, got 1"):
         LabelQuality(num_classes=5, compile=1)
+
+
+def test_unchecked_out_of_range_labels_are_refused_and_leak_nowhere():
+    """``validate_args=False``: a class id >= K or < 0 raises (no crash, no spill into other images)."""
+    probs, target = random_case(16, n=3, k=4, h=5, w=6)
+    for bad in (4, -1):
+        wrong = target.clone()
+        wrong[1, 2, 3] = bad
+        for fn in SCORES:
+            with pytest.raises(ValueError, match=rf"class id {bad}, outside \[0, 4\).*validate_args=False"):
+                fn(probs, wrong, input_format="probs", validate_args=False, compile=True)
+        with pytest.raises(RuntimeError):  # the eager gather refuses it too
+            F.softmin(probs, wrong, input_format="probs", validate_args=False)
+    metric = LabelQuality(num_classes=4, input_format="probs", validate_args=False, compile=True)
+    with pytest.raises(ValueError, match="class id 4"):
+        metric.update(probs, torch.full_like(target, 4), indexes=torch.arange(3))
+    assert not metric.indexes  # nothing stored
+
+
+def test_an_error_of_the_inputs_propagates_and_keeps_the_kernels_on():
+    flat, target = torch.rand(2, 3, 8).softmax(1), torch.zeros(2, 9, dtype=torch.long)
+    with pytest.raises(RuntimeError, match="(?i)size"):
+        fused.label_sums(flat, target, None, 0.1)  # 9 labels for 8 pixels
+    assert fused._STATE["broken"] is None
+    assert fused.usable(flat, 0.1)
+
+
+def test_the_module_compile_method_is_not_shadowed():
+    metric = LabelQuality(num_classes=3, compile=True)
+    assert metric.compiled_kernels is True
+    metric.compile()  # nn.Module.compile still works
+
+
+def test_softmin_over_several_chunks_and_its_fallback(monkeypatch):
+    from lightning_segqa.functional import pixel
+
+    probs, target = random_case(17, n=5, k=4, h=6, w=7)
+    target[2] = 255
+    eager = F.softmin(probs, target, ignore_index=255)
+    monkeypatch.setattr(pixel, "CHUNK_PIXELS", 84)  # two images (42 pixels each) per chunk
+    pp = PixelPass(prepare_inputs(probs, target, ignore_index=255, compile=True))
+    torch.testing.assert_close(pp.softmin(0.1), eager, atol=1e-6, rtol=0, equal_nan=True)
+    calls = []
+
+    def fails_on_second_chunk(s, valid, temperature):
+        calls.append(s.shape[0])
+        return None if len(calls) == 2 else fused._run("weighted_sums", s, valid, -1.0 / temperature)
+
+    monkeypatch.setattr(fused, "weighted_sums", fails_on_second_chunk)
+    torch.testing.assert_close(pp.softmin(0.1), eager, atol=1e-6, rtol=0, equal_nan=True)
+    assert calls == [2, 2]
+
+
+def test_lowest_temperature_on_the_kernels_keeps_weights_normal(compiled_calls):
+    """At ``1/T = MAX_INV_T`` and every ``s = 1`` the unshifted weights are exp(-80): no underflow."""
+    probs = torch.zeros(2, 3, 4, 4)
+    probs[:, 1] = 1.0
+    target = torch.ones(2, 4, 4, dtype=torch.long)
+    target[1, 0, 0] = 0  # one pixel at s = 0
+    t = 1 / fused.MAX_INV_T
+    ours = F.softmin(probs, target, temperature=t, compile=True)
+    torch.testing.assert_close(ours, F.softmin(probs, target, temperature=t), atol=1e-6, rtol=0)
+    assert ours[0] == 1.0 and ours[1] < 1e-6
+    assert compiled_calls["label_sums"] == 1
+
+
+def test_a_forked_child_compiles_new_kernels():
+    """inductor's compile workers do not survive a fork: the child compiles in-process."""
+    import os
+    import time
+
+    probs, target = random_case(18, n=2, k=3, h=4, w=4)
+    F.softmin(probs, target, compile=True)  # the parent has compiled (and started its workers)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # a new variant: float64 with ignored pixels
+        try:
+            masked = target.clone()
+            masked[0, 0] = 255
+            out = F.iou(probs.double(), masked, ignore_index=255, compile=True)
+            ok = fused._STATE["broken"] is None and torch.isfinite(out).all()
+            os.write(write, b"ok" if ok else b"bad")
+        finally:
+            os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        time.sleep(0.2)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        pytest.fail("the forked child hung while compiling")
+    assert os.read(read, 8) == b"ok"

@@ -44,6 +44,7 @@ class PreparedInputs:
             one True when nothing is ignored).
         all_valid: True when no pixel is ignored (lets scores skip masking).
         compile: score with the compiled one-pass kernels (:mod:`~.fused`) where they apply.
+        labels_checked: False when the class ids were not checked (``validate_args=False``).
     """
 
     probs: Tensor
@@ -51,6 +52,7 @@ class PreparedInputs:
     valid: Tensor
     all_valid: bool = False
     compile: bool = False
+    labels_checked: bool = True
 
 
 def detect_format(preds: Tensor) -> str:
@@ -190,9 +192,11 @@ def prepare_inputs(
         fmt, spread = _validate_values(preds, target, valid, k, ignore_index, fmt, validate_args, tol)
     probs = _softmax(preds, spread) if fmt == "logits" else preds.contiguous()
     if ignore_index is None:
-        return PreparedInputs(probs=probs, target=target, valid=valid, all_valid=True, compile=compile)
+        return PreparedInputs(
+            probs=probs, target=target, valid=valid, all_valid=True, compile=compile, labels_checked=validate_args
+        )
     safe_target = torch.where(valid, target, torch.zeros_like(target))
-    return PreparedInputs(probs=probs, target=safe_target, valid=valid, compile=compile)
+    return PreparedInputs(probs=probs, target=safe_target, valid=valid, compile=compile, labels_checked=validate_args)
 
 
 def _softmax(logits: Tensor, spread: float = float("inf")) -> Tensor:

@@ -28,6 +28,7 @@ eager kernels serve the rest of the process.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 
@@ -35,23 +36,33 @@ import torch
 from torch import Tensor
 
 MAX_INV_T = 80.0  # exp(-80) ~ 1.8e-35 stays a normal float32
-_STATE: dict[str, object] = {"broken": None}
+MAX_CELLS = 1 << 22  # largest B * (K * K + 1) for `pixel_core`: its confusion counts stay small
+_STATE: dict[str, str | None] = {"broken": None}
 _COMPILED: dict[str, Callable] = {}
 
+# Labels are clamped into [0, K) inside the kernels: an out-of-range label must neither crash
+# the process (an index check that fails inside an OpenMP region aborts it) nor spill into
+# another image's confusion cells. Unchecked labels (``validate_args=False``) are then checked
+# by a count in the kernel (`label_sums`) or one `aminmax` (`pixel_core`), and refused.
 
-def _label_sums(flat: Tensor, target: Tensor, valid: Tensor | None, neg_inv_t: float) -> tuple[Tensor, Tensor, Tensor]:
-    s = torch.gather(flat, 1, target.unsqueeze(1)).squeeze(1)
+
+def _label_sums(
+    flat: Tensor, target: Tensor, valid: Tensor | None, neg_inv_t: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    k = flat.shape[1]
+    safe = target.clamp(0, k - 1)
+    s = torch.gather(flat, 1, safe.unsqueeze(1)).squeeze(1)
     w = torch.exp(s * neg_inv_t)
     if valid is not None:
         s = torch.where(valid, s, 0)
         w = torch.where(valid, w, 0)
-    return (w * s).sum(-1), w.sum(-1), s.sum(-1)
+    return (w * s).sum(-1), w.sum(-1), s.sum(-1), (safe != target).sum(-1)
 
 
 def _pixel_core(flat: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     b, k = flat.shape[:2]
     classes = torch.arange(k, device=flat.device, dtype=torch.int32).view(1, k, 1)
-    t32 = target.to(torch.int32)
+    t32 = target.clamp(0, k - 1).to(torch.int32)
     pmax = flat.amax(1)
     # a masked sum over the classes (exact: the other terms are 0) shares the amax loop
     s = torch.where(classes == t32.unsqueeze(1), flat, 0).sum(1)
@@ -74,7 +85,6 @@ def _weighted_sums(s: Tensor, valid: Tensor | None, neg_inv_t: float) -> tuple[T
 
 
 _KERNELS: dict[str, Callable] = {"label_sums": _label_sums, "pixel_core": _pixel_core, "weighted_sums": _weighted_sums}
-MAX_CELLS = 1 << 22  # largest B * (K * K + 1) for `pixel_core`: its confusion counts stay small
 
 
 def usable(flat: Tensor, temperature: float | None = None, cells: bool = False) -> bool:
@@ -84,6 +94,9 @@ def usable(flat: Tensor, temperature: float | None = None, cells: bool = False) 
         flat: the probabilities.
         temperature: the softmin temperature, when a kernel uses it.
         cells: for :func:`pixel_core` (``B * (K*K + 1) <= MAX_CELLS``).
+
+    Returns:
+        False after a failed compilation, and for inputs outside the kernels' domain.
 
     Examples:
         >>> usable(torch.rand(2, 3, 4), 0.1), usable(torch.rand(2, 3, 4), 0.001)
@@ -101,27 +114,59 @@ def usable(flat: Tensor, temperature: float | None = None, cells: bool = False) 
 
 
 def _run(name: str, *args: object) -> tuple[Tensor, ...] | None:
-    """Run the compiled kernel ``name``; None (after one warning) when compiling fails."""
+    """Run the compiled kernel ``name``; None (after one warning) when it cannot be compiled.
+
+    An error that the kernel's plain (eager) body raises as well is a problem of the inputs:
+    that error propagates and the kernels stay on.
+    """
     if _STATE["broken"] is not None:
         return None
-    fn = _COMPILED.get(name)
-    if fn is None:
-        fn = _COMPILED[name] = torch.compile(_KERNELS[name])
     try:
-        return fn(*args)
-    except Exception as err:  # noqa: BLE001 - any compiler or toolchain failure means: go eager
+        fn = _COMPILED.get(name)
+        if fn is None:  # dynamic shapes from the start: one graph for every batch size
+            fn = _COMPILED[name] = torch.compile(_KERNELS[name], dynamic=True)
+        with torch.no_grad():  # one grad mode for every caller: fewer graph variants
+            return fn(*args)
+    except Exception as err:  # noqa: BLE001 - sorted out below
+        try:
+            with torch.no_grad():
+                _KERNELS[name](*args)
+        except Exception:  # noqa: BLE001 - the inputs are at fault: raise the eager error
+            raise
         _STATE["broken"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
         warnings.warn(
             f"lightning_segqa: `compile=True` could not compile its kernels ({_STATE['broken']}); "
             "the eager kernels are used instead (same results, slower). On CPU torch.compile "
             "needs a working C++ compiler, on GPU Triton.",
             RuntimeWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
         return None
 
 
-def label_sums(flat: Tensor, target: Tensor, valid: Tensor | None, temperature: float) -> tuple[Tensor, ...] | None:
+def _refuse_labels(target: Tensor, k: int) -> None:
+    lmin, lmax = torch.aminmax(target)
+    bad = int(lmin) if int(lmin) < 0 else int(lmax)
+    raise ValueError(
+        f"`target` holds class id {bad}, outside [0, {k}) for num_classes={k} (found by the "
+        "compiled kernels: `validate_args=False` skips the usual label check)."
+    )
+
+
+def _after_fork_in_child() -> None:
+    # inductor's pool of compile workers does not survive a fork: compile in-process instead
+    import torch._inductor.config as inductor_config
+
+    inductor_config.compile_threads = 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def label_sums(
+    flat: Tensor, target: Tensor, valid: Tensor | None, temperature: float, labels_checked: bool = True
+) -> tuple[Tensor, Tensor, Tensor] | None:
     """Per image ``(sum w*s, sum w, sum s)`` over valid pixels, ``w = exp(-s / temperature)``.
 
     Args:
@@ -129,20 +174,37 @@ def label_sums(flat: Tensor, target: Tensor, valid: Tensor | None, temperature: 
         target: ``(B, P)`` int64 annotated classes (0 at ignored pixels).
         valid: ``(B, P)`` bool, or None when every pixel counts.
         temperature: softmin temperature (``1 / temperature <= MAX_INV_T``).
+        labels_checked: False when ``target`` may hold class ids outside ``[0, K)``.
 
     Returns:
         Three ``(B,)`` tensors, or None when the kernels cannot be compiled here.
 
+    Raises:
+        ValueError: ``labels_checked=False`` and a class id lies outside ``[0, K)`` (on GPU a
+            device-side assertion instead, without a host synchronisation).
+
     Examples:
-        >>> flat = torch.tensor([[[0.9, 0.2], [0.1, 0.8]]])
-        >>> num, den, total = label_sums(flat, torch.tensor([[0, 0]]), None, 0.1)
-        >>> round((num / den).item(), 4), round(total.item(), 2)
-        (0.2006, 1.1)
+        >>> from lightning_segqa.functional import softmin
+        >>> probs = torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]])
+        >>> softmin(probs, torch.tensor([[[0, 0]]]), compile=True)  # label_sums, where it compiles
+        tensor([0.2006])
     """
-    return _run("label_sums", flat, target, valid, -1.0 / temperature)
+    out = _run("label_sums", flat, target, valid, -1.0 / temperature)
+    if out is None:
+        return None
+    num, den, total, outside = out
+    if not labels_checked:
+        if flat.device.type == "cpu":
+            if bool(outside.any()):
+                _refuse_labels(target, flat.shape[1])
+        else:
+            torch._assert_async(outside.sum() == 0, "`target` holds a class id outside [0, num_classes)")
+    return num, den, total
 
 
-def pixel_core(flat: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor] | None:
+def pixel_core(
+    flat: Tensor, target: Tensor, valid: Tensor | None, labels_checked: bool = True
+) -> tuple[Tensor, Tensor, Tensor] | None:
     """``s``, the mispredicted pixels and each pixel's confusion cell, in one pass.
 
     The cell of a valid pixel is ``b * (K*K + 1) + target * K + pred``, where ``pred`` is the
@@ -154,26 +216,49 @@ def pixel_core(flat: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Tens
         flat: ``(B, K, P)`` probabilities (float32 or float64).
         target: ``(B, P)`` int64 annotated classes (0 at ignored pixels).
         valid: ``(B, P)`` bool, or None when every pixel counts.
+        labels_checked: False when ``target`` may hold class ids outside ``[0, K)``.
 
     Returns:
         ``(s, wrong, cell)``: ``s`` ``(B, P)`` (0 at ignored pixels); ``wrong`` ``(B, P)`` bool,
         valid pixels whose annotated class is not the most probable; ``cell`` ``(B, P)`` int32.
         None when the kernels cannot be compiled here.
 
+    Raises:
+        ValueError: ``labels_checked=False`` and a class id lies outside ``[0, K)``.
+
     Examples:
-        >>> flat = torch.tensor([[[0.9, 0.2], [0.1, 0.8]]])
-        >>> pixel_core(flat, torch.tensor([[0, 0]]), None)  # cells: (0, 0) and (0, 1)
-        (tensor([[0.9000, 0.2000]]), tensor([[False,  True]]), tensor([[0, 1]], dtype=torch.int32))
+        >>> from lightning_segqa.functional._inputs import prepare_inputs
+        >>> from lightning_segqa.functional.pixel import PixelPass
+        >>> probs = torch.tensor([[[[0.9, 0.2, 0.5]], [[0.1, 0.8, 0.5]]]])
+        >>> pp = PixelPass(prepare_inputs(probs, torch.tensor([[[0, 0, 1]]]), compile=True))
+        >>> pp.s, pp.wrong, pp.pred()  # a tie goes to the label
+        (tensor([[0.9000, 0.2000, 0.5000]]), tensor([[False,  True, False]]), tensor([[[0, 1, 1]]]))
     """
+    if not labels_checked:
+        lmin, lmax = torch.aminmax(target)
+        if int(lmin) < 0 or int(lmax) >= flat.shape[1]:
+            _refuse_labels(target, flat.shape[1])
     return _run("pixel_core", flat, target, valid)
 
 
 def weighted_sums(s: Tensor, valid: Tensor | None, temperature: float) -> tuple[Tensor, Tensor] | None:
     """Per image ``sum w*s`` and ``sum w`` over valid pixels, ``w = exp(-s / temperature)``.
 
+    Args:
+        s: ``(B, P)`` probabilities of the annotated classes, in [0, 1].
+        valid: ``(B, P)`` bool, or None when every pixel counts.
+        temperature: softmin temperature (``1 / temperature <= MAX_INV_T``).
+
+    Returns:
+        Two ``(B,)`` tensors (their ratio is the softmin), or None when the kernels cannot be
+        compiled here.
+
     Examples:
-        >>> num, den = weighted_sums(torch.tensor([[0.9, 0.2]]), None, 0.1)
-        >>> round((num / den).item(), 4)
-        0.2006
+        >>> from lightning_segqa.functional.local import local_scores
+        >>> from lightning_segqa.functional._inputs import prepare_inputs
+        >>> probs = torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]])
+        >>> prepared = prepare_inputs(probs, torch.tensor([[[0, 0]]]), compile=True)
+        >>> local_scores(prepared, 0.1, ["softmin", "iou"])["softmin"]  # pixel_core, weighted_sums
+        tensor([0.2006])
     """
     return _run("weighted_sums", s, valid, -1.0 / temperature)

@@ -76,7 +76,7 @@ def _compiled_label_scores(
     if not fused.usable(flat, temperature):
         return None
     valid = None if prepared.all_valid else prepared.valid.reshape(b, -1)
-    sums = fused.label_sums(flat, prepared.target.reshape(b, -1), valid, temperature)
+    sums = fused.label_sums(flat, prepared.target.reshape(b, -1), valid, temperature, prepared.labels_checked)
     if sums is None:
         return None
     num, den, total = sums
@@ -150,7 +150,9 @@ softmin = _public(
 
     ``sum_ij s_ij * w_ij`` with ``w = softmax((1 - s) / temperature)`` over the image's valid
     pixels: a soft minimum that is pulled towards the worst-labelled region while still
-    seeing the whole image. Computed stably (weights shifted by the image minimum).
+    seeing the whole image. Computed stably: the eager path shifts the weights by the image
+    minimum; the compiled one (``compile=True``) uses ``exp(-s / T)``, which lies in
+    ``[exp(-1/T), 1]`` for ``s`` in [0, 1] and is only used for ``1/T <= 80``.
 """
     + _ARGS
     + """

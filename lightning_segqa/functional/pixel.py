@@ -172,7 +172,7 @@ class PixelPass:
         self._cell: Tensor | None = None
         core = None
         if prepared.compile and fused.usable(self._flat, cells=True):
-            core = fused.pixel_core(self._flat, self.target, self.valid)
+            core = fused.pixel_core(self._flat, self.target, self.valid, prepared.labels_checked)
         if core is not None:
             self.s, self.__dict__["wrong"], self._cell = core
             return
