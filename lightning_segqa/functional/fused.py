@@ -123,8 +123,8 @@ def _run(name: str, *args: object) -> tuple[Tensor, ...] | None:
         return None
     try:
         fn = _COMPILED.get(name)
-        if fn is None:  # dynamic shapes from the start: one graph for every batch size
-            fn = _COMPILED[name] = torch.compile(_KERNELS[name], dynamic=True)
+        if fn is None:  # shapes that change between calls become dynamic (one recompile)
+            fn = _COMPILED[name] = torch.compile(_KERNELS[name])
         with torch.no_grad():  # one grad mode for every caller: fewer graph variants
             return fn(*args)
     except Exception as err:  # noqa: BLE001 - sorted out below
