@@ -277,3 +277,16 @@ def test_probabilities_under_the_logits_key_are_caught(data, tmp_path):
     assert monitor.metric.input_format == "auto"
     expected = by_hand(model, data, methods=["softmin"])
     torch.testing.assert_close(monitor.report.scores["softmin"], expected.scores["softmin"], atol=1e-5, rtol=0)
+
+
+def test_compiled_kernels_in_a_real_fit(data, tmp_path):
+    """`compile=True` inside Lightning's validation loop (inference mode) gives the eager report."""
+    from lightning_segqa.functional import fused
+
+    methods = ["softmin", "confidence_in_label", "correctly_classified_pixels", "iou"]
+    monitor = LabelQualityMonitor(K, top_k=0, methods=methods, ignore_index=UNLABELED_INDEX, compile=True)
+    _, model = fit(data, tmp_path, monitor, False, epochs=1)
+    assert monitor.metric.compiled_kernels and fused._STATE["broken"] is None
+    expected = by_hand(model, data, methods=methods, ignore_index=UNLABELED_INDEX)
+    for m in methods:
+        torch.testing.assert_close(monitor.report.scores[m], expected.scores[m], atol=1e-5, rtol=0)
