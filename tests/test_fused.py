@@ -283,3 +283,17 @@ def test_a_forked_child_compiles_new_kernels():
         os.waitpid(pid, 0)
         pytest.fail("the forked child hung while compiling")
     assert os.read(read, 8) == b"ok"
+
+
+def test_non_contiguous_probabilities_on_the_compiled_pass():
+    """A PixelPass built by hand from a channels-last view reads the mispredicted values by index."""
+    from lightning_segqa.functional._inputs import PreparedInputs
+
+    probs, target = random_case(19, n=3, k=5, h=6, w=7)
+    strided = probs.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+    valid = torch.ones_like(target, dtype=torch.bool)
+    pp = PixelPass(PreparedInputs(strided, target, valid, all_valid=True, compile=True))
+    ref = PixelPass(PreparedInputs(probs, target, valid, all_valid=True))
+    assert pp._cell is not None and not pp._flat.is_contiguous()
+    assert torch.equal(pp.mis_pmax, ref.mis_pmax) and torch.equal(pp.mis_pred, ref.mis_pred)
+    assert torch.equal(pp.s, ref.s) and torch.equal(pp.pred(), ref.pred())

@@ -182,7 +182,14 @@ class PixelPass:
         self.s = s
 
     def softmin(self, temperature: float) -> Tensor:
-        """``(B,)`` softmin of ``s`` over each image's valid pixels (NaN when there is none)."""
+        """``(B,)`` softmin of ``s`` over each image's valid pixels (NaN when there is none).
+
+        Examples:
+            >>> import torch
+            >>> pp = PixelPass(prepare_inputs(torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]]), torch.tensor([[[0, 0]]])))
+            >>> pp.softmin(0.1)
+            tensor([0.2006])
+        """
         if self.compile and fused.usable(self._flat, temperature):
             out = torch.empty(self.s.shape[0], dtype=self.s.dtype, device=self.s.device)
             for i, j in _image_chunks(*self.s.shape):  # the kernel's temporaries stay small
