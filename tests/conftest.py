@@ -1,21 +1,24 @@
 """Shared fixtures."""
 
+import contextlib
 import functools
 
 import pytest
 
 
-def strict_compile(monkeypatch):
+@contextlib.contextmanager
+def strict_compile():
     """Make the compiled kernels fail loudly instead of running their Python bodies.
 
     Past dynamo's recompile limit (8 graphs per function) a kernel silently runs as plain
     Python; the tests use many more input variants than one training run, so they raise the
     limit and turn hitting it into an error (which ``fused`` reports as a compile failure).
+    torch's own ``config.patch`` restores the settings (``monkeypatch`` would delete them).
     """
     import torch._dynamo.config as dynamo_config
 
-    monkeypatch.setattr(dynamo_config, "recompile_limit", 64)
-    monkeypatch.setattr(dynamo_config, "fail_on_recompile_limit_hit", True)
+    with dynamo_config.patch(recompile_limit=64, fail_on_recompile_limit_hit=True):
+        yield
 
 
 @pytest.fixture(params=["small-batch paths", "large-batch paths", "compiled kernels"])
@@ -34,7 +37,6 @@ def code_path(request, monkeypatch):
         monkeypatch.setattr(pixel, "CHUNK_PIXELS", 250)
         monkeypatch.setattr(confident, "KTH_DIRECT_MAX", 0)
     elif request.param == "compiled kernels":
-        strict_compile(monkeypatch)
         from lightning_segqa import metric
         from lightning_segqa.functional import _inputs, coco, confident, local, pixel, thresholded
 
@@ -44,7 +46,8 @@ def code_path(request, monkeypatch):
 
         for module in (metric, pixel, local, confident, coco, thresholded):
             monkeypatch.setattr(module, "prepare_inputs", forced)
-    yield request.param
+    with strict_compile() if request.param == "compiled kernels" else contextlib.nullcontext():
+        yield request.param
     if request.param == "compiled kernels":
         from lightning_segqa.functional import fused
 
@@ -56,7 +59,6 @@ def compiled_calls(monkeypatch):
     """Count the calls of each compiled kernel (to show a test really ran them)."""
     from lightning_segqa.functional import fused
 
-    strict_compile(monkeypatch)
     calls = {}
     run = fused._run
 
@@ -67,4 +69,5 @@ def compiled_calls(monkeypatch):
         return out
 
     monkeypatch.setattr(fused, "_run", counting)
-    return calls
+    with strict_compile():
+        yield calls

@@ -25,13 +25,13 @@ SCORES = (F.softmin, F.confidence_in_label, F.correctly_classified_pixels, F.iou
 
 
 @pytest.fixture(autouse=True)
-def kernels_compile(monkeypatch):
+def kernels_compile():
     """Every test here runs compiled graphs (no silent fallback) and leaves the kernels on."""
     from tests.conftest import strict_compile
 
-    strict_compile(monkeypatch)
     state = fused._STATE  # (a test may swap in its own)
-    yield
+    with strict_compile():
+        yield
     assert state["broken"] is None, state["broken"]
 
 
