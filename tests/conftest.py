@@ -2,8 +2,23 @@
 
 import contextlib
 import functools
+import shutil
 
 import pytest
+
+
+@functools.cache
+def cpp_compiler() -> str | None:
+    """The C++ compiler torch.compile would use on CPU, or None when there is none."""
+    try:
+        from torch._inductor import cpp_builder
+
+        return shutil.which(cpp_builder.get_cpp_compiler())
+    except Exception:  # noqa: BLE001 - no compiler found, in whatever way inductor says it
+        return None
+
+
+NO_COMPILER = "torch.compile needs a C++ compiler (g++ or $CXX) on CPU; none was found"
 
 
 @contextlib.contextmanager
@@ -37,6 +52,8 @@ def code_path(request, monkeypatch):
         monkeypatch.setattr(pixel, "CHUNK_PIXELS", 250)
         monkeypatch.setattr(confident, "KTH_DIRECT_MAX", 0)
     elif request.param == "compiled kernels":
+        if cpp_compiler() is None:
+            pytest.skip(NO_COMPILER)
         from lightning_segqa import metric
         from lightning_segqa.functional import _inputs, coco, confident, local, pixel, thresholded
 
@@ -59,6 +76,8 @@ def compiled_calls(monkeypatch):
     """Count the calls of each compiled kernel (to show a test really ran them)."""
     from lightning_segqa.functional import fused
 
+    if cpp_compiler() is None:
+        pytest.skip(NO_COMPILER)
     calls = {}
     run = fused._run
 

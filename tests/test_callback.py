@@ -282,6 +282,10 @@ def test_probabilities_under_the_logits_key_are_caught(data, tmp_path):
 def test_compiled_kernels_in_a_real_fit(data, tmp_path):
     """`compile=True` inside Lightning's validation loop (inference mode) gives the eager report."""
     from lightning_segqa.functional import fused
+    from tests.conftest import NO_COMPILER, cpp_compiler
+
+    if cpp_compiler() is None:
+        pytest.skip(NO_COMPILER)
 
     methods = ["softmin", "confidence_in_label", "correctly_classified_pixels", "iou"]
     monitor = LabelQualityMonitor(K, top_k=0, methods=methods, ignore_index=UNLABELED_INDEX, compile=True)

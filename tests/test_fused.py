@@ -27,8 +27,10 @@ SCORES = (F.softmin, F.confidence_in_label, F.correctly_classified_pixels, F.iou
 @pytest.fixture(autouse=True)
 def kernels_compile():
     """Every test here runs compiled graphs (no silent fallback) and leaves the kernels on."""
-    from tests.conftest import strict_compile
+    from tests.conftest import NO_COMPILER, cpp_compiler, strict_compile
 
+    if cpp_compiler() is None:
+        pytest.skip(NO_COMPILER)
     state = fused._STATE  # (a test may swap in its own)
     with strict_compile():
         yield

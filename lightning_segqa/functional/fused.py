@@ -99,8 +99,8 @@ def usable(flat: Tensor, temperature: float | None = None, cells: bool = False) 
         False after a failed compilation, and for inputs outside the kernels' domain.
 
     Examples:
-        >>> usable(torch.rand(2, 3, 4), 0.1), usable(torch.rand(2, 3, 4), 0.001)
-        (True, False)
+        >>> usable(torch.rand(2, 3, 4), 0.001), usable(torch.rand(2, 3, 4, dtype=torch.float16))
+        (False, False)
     """
     b, k = flat.shape[:2]
     return (
