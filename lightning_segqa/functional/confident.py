@@ -237,6 +237,21 @@ def batch_cutoff(pp: PixelPass) -> Tensor:
     return _cutoff(pp.mis_pmax, pp.mis_pred, thresholds, s_valid)[1]
 
 
+def _pass_and_issues(
+    preds: Tensor,
+    target: Tensor,
+    downsample: int,
+    ignore_index: int | None,
+    input_format: str,
+    validate_args: bool,
+    compile: bool,
+) -> tuple[PixelPass, Tensor]:
+    """The pixel pass at the working resolution and its issue mask (the batch as the dataset)."""
+    checks = {"ignore_index": ignore_index, "input_format": input_format, "validate_args": validate_args}
+    pp = pixel_pass(_downsample(prepare_inputs(preds, target, **checks, compile=compile), downsample))
+    return pp, issue_mask(pp, batch_cutoff(pp))
+
+
 def find_label_issues(
     preds: Tensor,
     target: Tensor,
@@ -271,19 +286,7 @@ def find_label_issues(
         >>> find_label_issues(probs, torch.tensor([[[0, 0, 1]]]))
         tensor([[[False,  True,  True]]])
     """
-    prepared = _downsample(
-        prepare_inputs(
-            preds,
-            target,
-            ignore_index=ignore_index,
-            input_format=input_format,
-            validate_args=validate_args,
-            compile=compile,
-        ),
-        downsample,
-    )
-    pp = pixel_pass(prepared)
-    return issue_mask(pp, batch_cutoff(pp))
+    return _pass_and_issues(preds, target, downsample, ignore_index, input_format, validate_args, compile)[1]
 
 
 def confident_learning_counts(
@@ -318,19 +321,8 @@ def confident_learning_counts(
         >>> confident_learning_counts(probs, torch.tensor([[[0, 0, 1]]]), downsample=1)
         tensor([0.3333])
     """
-    prepared = _downsample(
-        prepare_inputs(
-            preds,
-            target,
-            ignore_index=ignore_index,
-            input_format=input_format,
-            validate_args=validate_args,
-            compile=compile,
-        ),
-        downsample,
-    )
-    pp = pixel_pass(prepared)
-    flagged = issue_mask(pp, batch_cutoff(pp)).reshape(pp.s.shape[0], -1).sum(-1)
+    pp, issues = _pass_and_issues(preds, target, downsample, ignore_index, input_format, validate_args, compile)
+    flagged = issues.reshape(pp.s.shape[0], -1).sum(-1)
     return (1 - flagged.double() / pp.num_valid.double()).float()
 
 
@@ -361,14 +353,5 @@ def local_scores_and_issues(
     """
     from lightning_segqa.functional.local import local_scores
 
-    pp = pixel_pass(
-        prepare_inputs(
-            preds,
-            target,
-            ignore_index=ignore_index,
-            input_format=input_format,
-            validate_args=validate_args,
-            compile=compile,
-        )
-    )
-    return local_scores(pp, temperature), issue_mask(pp, batch_cutoff(pp))
+    pp, issues = _pass_and_issues(preds, target, 1, ignore_index, input_format, validate_args, compile)
+    return local_scores(pp, temperature), issues
