@@ -46,9 +46,9 @@ _COMPILED: dict[str, Callable] = {}
 # by a count in the kernel (`label_sums`) or one `aminmax` (`pixel_core`), and refused.
 
 
-def _label_sums(
+def _weighted_label(
     flat: Tensor, target: Tensor, valid: Tensor | None, neg_inv_t: float
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor]:
     k = flat.shape[1]
     safe = target.clamp(0, k - 1)
     s = torch.gather(flat, 1, safe.unsqueeze(1)).squeeze(1)
@@ -56,7 +56,21 @@ def _label_sums(
     if valid is not None:
         s = torch.where(valid, s, 0)
         w = torch.where(valid, w, 0)
-    return (w * s).sum(-1), w.sum(-1), s.sum(-1), (safe != target).sum(-1)
+    return s, w, (safe != target).sum(-1)
+
+
+def _label_sums(
+    flat: Tensor, target: Tensor, valid: Tensor | None, neg_inv_t: float
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    s, w, outside = _weighted_label(flat, target, valid, neg_inv_t)
+    return (w * s).sum(-1), w.sum(-1), s.sum(-1), outside
+
+
+def _softmin_sums(
+    flat: Tensor, target: Tensor, valid: Tensor | None, neg_inv_t: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    s, w, outside = _weighted_label(flat, target, valid, neg_inv_t)
+    return (w * s).sum(-1), w.sum(-1), outside
 
 
 def _pixel_core(flat: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -84,7 +98,16 @@ def _weighted_sums(s: Tensor, valid: Tensor | None, neg_inv_t: float) -> tuple[T
     return (w * s).sum(-1), w.sum(-1)
 
 
-_KERNELS: dict[str, Callable] = {"label_sums": _label_sums, "pixel_core": _pixel_core, "weighted_sums": _weighted_sums}
+_KERNELS: dict[str, Callable] = {
+    "label_sums": _label_sums,
+    "softmin_sums": _softmin_sums,
+    "pixel_core": _pixel_core,
+    "weighted_sums": _weighted_sums,
+}
+# The labels are clamped into [0, K) before every indirect load, so inductor's bounds check of
+# each gathered index (a vector compare per 16 pixels) is dropped: it made the gather 15-25 %
+# slower (`benchmarks/scoring.py`, softmin with compile=True).
+_OPTIONS = {"assert_indirect_indexing": False}
 
 
 def usable(flat: Tensor, temperature: float | None = None, cells: bool = False) -> bool:
@@ -124,7 +147,7 @@ def _run(name: str, *args: object) -> tuple[Tensor, ...] | None:
     try:
         fn = _COMPILED.get(name)
         if fn is None:  # shapes that change between calls become dynamic (one recompile)
-            fn = _COMPILED[name] = torch.compile(_KERNELS[name])
+            fn = _COMPILED[name] = torch.compile(_KERNELS[name], options=_OPTIONS)
         with torch.no_grad():  # one grad mode for every caller: fewer graph variants
             return fn(*args)
     except Exception as err:  # noqa: BLE001 - sorted out below
@@ -165,8 +188,13 @@ if hasattr(os, "register_at_fork"):
 
 
 def label_sums(
-    flat: Tensor, target: Tensor, valid: Tensor | None, temperature: float, labels_checked: bool = True
-) -> tuple[Tensor, Tensor, Tensor] | None:
+    flat: Tensor,
+    target: Tensor,
+    valid: Tensor | None,
+    temperature: float,
+    labels_checked: bool = True,
+    with_total: bool = True,
+) -> tuple[Tensor, Tensor, Tensor | None] | None:
     """Per image ``(sum w*s, sum w, sum s)`` over valid pixels, ``w = exp(-s / temperature)``.
 
     Args:
@@ -175,9 +203,11 @@ def label_sums(
         valid: ``(B, P)`` bool, or None when every pixel counts.
         temperature: softmin temperature (``1 / temperature <= MAX_INV_T``).
         labels_checked: False when ``target`` may hold class ids outside ``[0, K)``.
+        with_total: False skips ``sum s`` (returned as None): softmin alone needs one sum less.
 
     Returns:
-        Three ``(B,)`` tensors, or None when the kernels cannot be compiled here.
+        Three ``(B,)`` tensors (the third None without ``with_total``), or None when the
+        kernels cannot be compiled here.
 
     Raises:
         ValueError: ``labels_checked=False`` and a class id lies outside ``[0, K)`` (on GPU a
@@ -186,10 +216,14 @@ def label_sums(
     Examples:
         >>> from lightning_segqa.functional import softmin
         >>> probs = torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]])
-        >>> softmin(probs, torch.tensor([[[0, 0]]]), compile=True)  # label_sums, where it compiles
+        >>> softmin(probs, torch.tensor([[[0, 0]]]), compile=True)  # softmin_sums, where it compiles
         tensor([0.2006])
     """
-    out = _run("label_sums", flat, target, valid, -1.0 / temperature)
+    if with_total:
+        out = _run("label_sums", flat, target, valid, -1.0 / temperature)
+    else:
+        out = _run("softmin_sums", flat, target, valid, -1.0 / temperature)
+        out = None if out is None else (out[0], out[1], None, out[2])
     if out is None:
         return None
     num, den, total, outside = out
