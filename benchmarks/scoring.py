@@ -13,8 +13,9 @@ Measured side by side, repeats interleaved (the order rotates every repeat), med
 
 Items 4-7 run twice: with the eager kernels (the default) and with ``compile=True`` (the
 compiled one-pass kernels of ``lightning_segqa.functional.fused``; rows marked "compile").
-Compiling happens in the warm-up, on two images and then on the full input (the second shape
-makes the graphs dynamic), and is timed separately; ``--no-compile`` skips those rows.
+Compiling happens in the warm-up, on two images and then on the full input (the kernels are
+compiled with dynamic shapes; the second call checks no timed call compiles), and is timed
+separately; ``--no-compile`` skips those rows.
 
 Peak memory: on CPU every item runs once more in a fresh subprocess that rebuilds the same
 inputs, resets the kernel's resident-set high-water mark (``/proc/self/clear_refs``) and reports
@@ -266,7 +267,7 @@ def memory_child(name: str, args: argparse.Namespace) -> dict:
     inp = make_inputs(args.n, args.k, size, size, args.seed, torch.device("cpu"), args.batch_size)
     ITEMS[name](_slice(inp, min(2, inp.n)))  # imports, code paths, thread pools
     if name in COMPILED_ITEMS:
-        ITEMS[name](inp)  # the dynamic-shape graphs
+        ITEMS[name](inp)  # the full shape too, as in the timed run
     gc.collect()
     base = _status_mb("VmRSS")
     if not _reset_hwm():
@@ -356,7 +357,7 @@ def run_size(size: int, args: argparse.Namespace, device: torch.device) -> dict:
 
     items = _items(args)
     # warm-up on two images: code paths, thread pools, CUDA kernels; compiled items also on the
-    # full input (a second shape: dynamic graphs), so no timed call compiles
+    # full input, so no timed call compiles
     small = _slice(inp, min(2, n))
     compile_s = 0.0
     for name in items:

@@ -21,7 +21,7 @@ temperature, integer overflow of the cells, inputs that require grad, empty batc
 other than float32/float64) take the eager path.
 
 Compiling takes a few seconds per kernel, input dtype and masking variant, once per process
-(and once more when the batch shape first changes: shapes are then dynamic). It needs a C++
+(the kernels are compiled with dynamic shapes: every batch shape uses the same code). It needs a C++
 compiler on CPU and Triton on GPU. When compiling fails, one warning names the error and the
 eager kernels serve the rest of the process.
 """
@@ -48,9 +48,9 @@ _COMPILED: dict[str, Callable] = {}
 # and refused.
 
 
-def _weighted_label(
+def _label_sums(
     flat: Tensor, target: Tensor, valid: Tensor | None, neg_inv_t: float
-) -> tuple[Tensor, Tensor, Tensor]:
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     k = flat.shape[1]
     safe = target.clamp(0, k - 1)
     s = torch.gather(flat, 1, safe.unsqueeze(1)).squeeze(1)
@@ -58,21 +58,7 @@ def _weighted_label(
     if valid is not None:
         s = torch.where(valid, s, 0)
         w = torch.where(valid, w, 0)
-    return s, w, (safe != target).sum(-1)
-
-
-def _label_sums(
-    flat: Tensor, target: Tensor, valid: Tensor | None, neg_inv_t: float
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    s, w, outside = _weighted_label(flat, target, valid, neg_inv_t)
-    return (w * s).sum(-1), w.sum(-1), s.sum(-1), outside
-
-
-def _softmin_sums(
-    flat: Tensor, target: Tensor, valid: Tensor | None, neg_inv_t: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    s, w, outside = _weighted_label(flat, target, valid, neg_inv_t)
-    return (w * s).sum(-1), w.sum(-1), outside
+    return (w * s).sum(-1), w.sum(-1), s.sum(-1), (safe != target).sum(-1)
 
 
 def _pixel_core(flat: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -103,13 +89,12 @@ def _weighted_sums(s: Tensor, valid: Tensor | None, neg_inv_t: float) -> tuple[T
 
 _KERNELS: dict[str, Callable] = {
     "label_sums": _label_sums,
-    "softmin_sums": _softmin_sums,
     "pixel_core": _pixel_core,
     "weighted_sums": _weighted_sums,
 }
 # The labels are clamped into [0, K) before every indirect load, so inductor's bounds check of
-# each gathered index (a vector compare per 16 pixels) is dropped: it made the gather 15-25 %
-# slower (`benchmarks/scoring.py`, softmin with compile=True).
+# each gathered index (a vector compare and a branch per 16 pixels) is dropped: it made the
+# softmin kernel 3-13 % slower (`python benchmarks/softmin_kernels.py`).
 _OPTIONS = {"assert_indirect_indexing": False}
 
 
@@ -149,8 +134,8 @@ def _run(name: str, *args: object) -> tuple[Tensor, ...] | None:
         return None
     try:
         fn = _COMPILED.get(name)
-        if fn is None:  # shapes that change between calls become dynamic (one recompile)
-            fn = _COMPILED[name] = torch.compile(_KERNELS[name], options=_OPTIONS)
+        if fn is None:  # dynamic from the start: one compile serves every batch shape
+            fn = _COMPILED[name] = torch.compile(_KERNELS[name], dynamic=True, options=_OPTIONS)
         with torch.no_grad():  # one grad mode for every caller: fewer graph variants
             return fn(*args)
     except Exception as err:  # noqa: BLE001 - sorted out below
@@ -196,8 +181,7 @@ def label_sums(
     valid: Tensor | None,
     temperature: float,
     labels_checked: bool = True,
-    with_total: bool = True,
-) -> tuple[Tensor, Tensor, Tensor | None] | None:
+) -> tuple[Tensor, Tensor, Tensor] | None:
     """Per image ``(sum w*s, sum w, sum s)`` over valid pixels, ``w = exp(-s / temperature)``.
 
     Args:
@@ -206,11 +190,9 @@ def label_sums(
         valid: ``(B, P)`` bool, or None when every pixel counts.
         temperature: softmin temperature (``1 / temperature <= MAX_INV_T``).
         labels_checked: False when ``target`` may hold class ids outside ``[0, K)``.
-        with_total: False skips ``sum s`` (returned as None): softmin alone needs one sum less.
 
     Returns:
-        Three ``(B,)`` tensors (the third None without ``with_total``), or None when the
-        kernels cannot be compiled here.
+        Three ``(B,)`` tensors, or None when the kernels cannot be compiled here.
 
     Raises:
         ValueError: ``labels_checked=False`` and a class id lies outside ``[0, K)`` (on GPU a
@@ -219,14 +201,10 @@ def label_sums(
     Examples:
         >>> from lightning_segqa.functional import softmin
         >>> probs = torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]])
-        >>> softmin(probs, torch.tensor([[[0, 0]]]), compile=True)  # softmin_sums, where it compiles
+        >>> softmin(probs, torch.tensor([[[0, 0]]]), compile=True)  # label_sums, where it compiles
         tensor([0.2006])
     """
-    if with_total:
-        out = _run("label_sums", flat, target, valid, -1.0 / temperature)
-    else:
-        out = _run("softmin_sums", flat, target, valid, -1.0 / temperature)
-        out = None if out is None else (out[0], out[1], None, out[2])
+    out = _run("label_sums", flat, target, valid, -1.0 / temperature)
     if out is None:
         return None
     num, den, total, outside = out

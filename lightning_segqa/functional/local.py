@@ -76,16 +76,14 @@ def _compiled_label_scores(
     if not fused.usable(flat, temperature):
         return None
     valid = None if prepared.all_valid else prepared.valid.reshape(b, -1)
-    target = prepared.target.reshape(b, -1)
-    cil = "confidence_in_label" in methods
-    sums = fused.label_sums(flat, target, valid, temperature, prepared.labels_checked, with_total=cil)
+    sums = fused.label_sums(flat, prepared.target.reshape(b, -1), valid, temperature, prepared.labels_checked)
     if sums is None:
         return None
     num, den, total = sums
     out: dict[str, Tensor] = {}
     if "softmin" in methods:
         out["softmin"] = num / den
-    if cil:
+    if "confidence_in_label" in methods:
         count = flat.shape[2] if valid is None else valid.sum(-1).to(total.dtype)
         out["confidence_in_label"] = total / count
     return out

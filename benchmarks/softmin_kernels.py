@@ -1,0 +1,74 @@
+"""What the compiled softmin kernel's options cost, side by side on the scoring benchmark's inputs.
+
+Items (median of interleaved repeats, warm):
+
+* ``shipped``: ``fused.label_sums``, the kernel ``softmin(compile=True)`` runs (labels clamped,
+  inductor's bounds check of the indirect load off);
+* ``bounds check on``: the same kernel compiled with inductor's default
+  ``assert_indirect_indexing=True``;
+* ``cleanlab softmin`` and ``preds.sum()`` for scale;
+* ``label check: aminmax(target)`` against ``amin(cells)``: how ``pixel_core`` finds unchecked
+  out-of-range labels now (the int32 cells) and before (the int64 labels).
+
+Run: ``python benchmarks/softmin_kernels.py`` (``--size 512`` for the larger images; about 30 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+import torch
+
+from benchmarks.scoring import make_inputs
+from lightning_segqa.functional import fused
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=256, help="image side H = W")
+    parser.add_argument("--repeats", type=int, default=21)
+    args = parser.parse_args()
+    from cleanlab.segmentation.rank import get_label_quality_scores
+
+    inp = make_inputs(32, 19, args.size, args.size, seed=0, device=torch.device("cpu"), batch_size=8)
+    b, k = inp.probs.shape[:2]
+    flat, target = inp.probs.view(b, k, -1), inp.target.view(b, -1)
+    checked = torch.compile(fused._label_sums, dynamic=True)  # inductor's default options
+    cells = fused.pixel_core(flat, target, None)[2]
+    items = {
+        "shipped": lambda: fused.label_sums(flat, target, None, 0.1, labels_checked=False),
+        "bounds check on": lambda: checked(flat, target, None, -10.0),
+        "cleanlab softmin": lambda: get_label_quality_scores(
+            inp.labels_np, inp.probs_np, method="softmin", verbose=False
+        ),
+        "preds.sum()": inp.probs.sum,
+        "label check: aminmax(target)": lambda: torch.aminmax(target),
+        "label check: amin(cells)": lambda: cells.amin(),
+    }
+    with torch.no_grad():
+        for fn in items.values():  # compile and warm up
+            fn()
+            fn()
+        times: dict[str, list[float]] = {name: [] for name in items}
+        for _ in range(args.repeats):
+            for name, fn in items.items():
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+    med = {name: statistics.median(t) * 1e3 for name, t in times.items()}
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {b} x {k} x {args.size}^2 float32")
+    print(f"{'item':<30} {'ms':>8} {'/ sum':>7} {'cleanlab /':>11}")
+    for name, ms in med.items():
+        print(f"{name:<30} {ms:8.2f} {ms / med['preds.sum()']:7.2f} {med['cleanlab softmin'] / ms:10.2f}x")
+
+
+if __name__ == "__main__":
+    main()
