@@ -301,3 +301,21 @@ def test_non_contiguous_probabilities_on_the_compiled_pass():
     assert pp._cell is not None and not pp._flat.is_contiguous()
     assert torch.equal(pp.mis_pmax, ref.mis_pmax) and torch.equal(pp.mis_pred, ref.mis_pred)
     assert torch.equal(pp.s, ref.s) and torch.equal(pp.pred(), ref.pred())
+
+
+def test_a_new_batch_shape_does_not_compile_again():
+    """The kernels are compiled with dynamic shapes: a smaller last batch or another image size reuses them.
+
+    (A batch of one image compiles once more: torch specializes sizes 0 and 1.)
+    """
+    from torch._dynamo.utils import counters
+
+    shapes = [(4, 5, 6, 7), (3, 5, 6, 7), (2, 5, 9, 4), (2, 5, 3, 3)]
+    cases = [random_case(30 + i, n=n, k=k, h=h, w=w) for i, (n, k, h, w) in enumerate(shapes)]
+    F.softmin(*cases[0], compile=True)
+    F.iou(*cases[0], compile=True)
+    graphs = counters["stats"]["unique_graphs"]
+    for probs, target in cases[1:]:
+        torch.testing.assert_close(F.softmin(probs, target, compile=True), F.softmin(probs, target), atol=1e-6, rtol=0)
+        torch.testing.assert_close(F.iou(probs, target, compile=True), F.iou(probs, target), atol=1e-12, rtol=0)
+    assert counters["stats"]["unique_graphs"] == graphs

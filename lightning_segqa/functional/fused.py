@@ -43,7 +43,7 @@ _COMPILED: dict[str, Callable] = {}
 # Labels are clamped into [0, K) inside the kernels: an out-of-range label must neither crash
 # the process (an index check that fails inside an OpenMP region aborts it) nor spill into
 # another image's confusion cells. Unchecked labels (``validate_args=False``) are then checked
-# by a count in the kernel (`label_sums`) or by the cell -1 that `pixel_core` gives such a
+# by a per-image flag from the kernel (`label_sums`) or by the cell -1 that `pixel_core` gives such a
 # pixel (one `amin` of the int32 cells, 4-7x cheaper than an `aminmax` of the int64 labels),
 # and refused.
 
@@ -58,7 +58,8 @@ def _label_sums(
     if valid is not None:
         s = torch.where(valid, s, 0)
         w = torch.where(valid, w, 0)
-    return (w * s).sum(-1), w.sum(-1), s.sum(-1), (safe != target).sum(-1)
+    # a bool max, not a count: an int64 count made this memory-bound kernel ~7 % slower
+    return (w * s).sum(-1), w.sum(-1), s.sum(-1), (safe != target).amax(-1)
 
 
 def _pixel_core(flat: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -213,7 +214,7 @@ def label_sums(
             if bool(outside.any()):
                 _refuse_labels(target, flat.shape[1])
         else:
-            torch._assert_async(outside.sum() == 0, "`target` holds a class id outside [0, num_classes)")
+            torch._assert_async(~outside.any(), "`target` holds a class id outside [0, num_classes)")
     return num, den, total
 
 
