@@ -1,11 +1,14 @@
 """What the compiled softmin kernel's options cost, side by side on the scoring benchmark's inputs.
 
-Items (median of interleaved repeats, warm):
+Items (median of interleaved repeats, the order rotating every repeat, warm):
 
 * ``shipped``: ``fused.label_sums``, the kernel ``softmin(compile=True)`` runs (labels clamped,
   inductor's bounds check of the indirect load off);
 * ``bounds check on``: the same kernel compiled with inductor's default
   ``assert_indirect_indexing=True``;
+* ``static shapes``: the same kernel compiled for this one shape (``dynamic=False``);
+* ``int64 count flag``: out-of-range labels counted per image (``(safe != target).sum(-1)``)
+  instead of the shipped ``bool`` max;
 * ``cleanlab softmin`` and ``preds.sum()`` for scale;
 * ``label check: aminmax(target)`` against ``amin(cells)``: how ``pixel_core`` finds unchecked
   out-of-range labels now (the int32 cells) and before (the int64 labels).
@@ -31,6 +34,16 @@ from benchmarks.scoring import make_inputs
 from lightning_segqa.functional import fused
 
 
+def _label_sums_count(
+    flat: torch.Tensor, target: torch.Tensor, valid: None, neg_inv_t: float
+) -> tuple[torch.Tensor, ...]:
+    """``fused._label_sums`` as it was before: the out-of-range labels counted in int64."""
+    safe = target.clamp(0, flat.shape[1] - 1)
+    s = torch.gather(flat, 1, safe.unsqueeze(1)).squeeze(1)
+    w = torch.exp(s * neg_inv_t)
+    return (w * s).sum(-1), w.sum(-1), s.sum(-1), (safe != target).sum(-1)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=256, help="image side H = W")
@@ -42,10 +55,14 @@ def main() -> None:
     b, k = inp.probs.shape[:2]
     flat, target = inp.probs.view(b, k, -1), inp.target.view(b, -1)
     checked = torch.compile(fused._label_sums, dynamic=True)  # inductor's default options
+    static = torch.compile(fused._label_sums, dynamic=False, options=fused._OPTIONS)
+    count = torch.compile(_label_sums_count, dynamic=True, options=fused._OPTIONS)
     cells = fused.pixel_core(flat, target, None)[2]
     items = {
         "shipped": lambda: fused.label_sums(flat, target, None, 0.1, labels_checked=False),
         "bounds check on": lambda: checked(flat, target, None, -10.0),
+        "static shapes": lambda: static(flat, target, None, -10.0),
+        "int64 count flag": lambda: count(flat, target, None, -10.0),
         "cleanlab softmin": lambda: get_label_quality_scores(
             inp.labels_np, inp.probs_np, method="softmin", verbose=False
         ),
@@ -58,10 +75,11 @@ def main() -> None:
             fn()
             fn()
         times: dict[str, list[float]] = {name: [] for name in items}
-        for _ in range(args.repeats):
-            for name, fn in items.items():
+        names = list(items)
+        for r in range(args.repeats):  # the order rotates: every item follows every other
+            for name in names[r % len(names) :] + names[: r % len(names)]:
                 t0 = time.perf_counter()
-                fn()
+                items[name]()
                 times[name].append(time.perf_counter() - t0)
     med = {name: statistics.median(t) * 1e3 for name, t in times.items()}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {b} x {k} x {args.size}^2 float32")
