@@ -5,6 +5,8 @@ gradients, streamed confident learning) also run with the compiled kernels throu
 ``code_path`` fixture; these tests cover what is particular to them.
 """
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -185,6 +187,30 @@ def test_a_compiler_failure_warns_once_and_falls_back(monkeypatch):
         torch.testing.assert_close(F.softmin(probs, target, compile=True), F.softmin(probs, target))
 
 
+def test_unchecked_labels_are_refused_where_compiling_fails(monkeypatch):
+    """The kernels cannot compile: an out-of-range label is still refused, never clamped.
+
+    (ValueError from the label check, or, where the eager path takes over in the same call, the
+    RuntimeError of its gather, as with ``compile=False``.)
+    """
+
+    def broken(fn, **options):
+        def run(*args):
+            raise RuntimeError("no C++ compiler")
+
+        return run
+
+    monkeypatch.setattr(fused, "_COMPILED", {})
+    monkeypatch.setattr(fused, "_STATE", {"broken": None})
+    monkeypatch.setattr(torch, "compile", broken)
+    probs, target = random_case(16)
+    target[1, 2, 3] = 7  # K = 5
+    for score in SCORES:
+        with pytest.raises((ValueError, RuntimeError), match=r"7.*(out of bounds|outside)"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # the compile failure's warning
+            score(probs, target, input_format="probs", validate_args=False, compile=True)
+
+
 def test_compile_must_be_a_bool():
     probs, target = random_case(15)
     with pytest.raises(TypeError, match="`compile` must be a bool, got 'yes'"):
@@ -303,19 +329,30 @@ def test_non_contiguous_probabilities_on_the_compiled_pass():
     assert torch.equal(pp.s, ref.s) and torch.equal(pp.pred(), ref.pred())
 
 
-def test_a_new_batch_shape_does_not_compile_again():
+def test_a_new_batch_shape_does_not_compile_again(monkeypatch):
     """The kernels are compiled with dynamic shapes: a smaller last batch or another image size reuses them.
 
-    (A batch of one image compiles once more: torch specializes sizes 0 and 1.)
+    The first batch has as many images as classes (2): without "duck" shapes off, torch would
+    tie the two sizes and compile again when they part. (A batch of one image compiles once
+    more: torch specializes sizes 0 and 1.)
     """
+    import types
+
     from torch._dynamo.utils import counters
 
-    shapes = [(4, 5, 6, 7), (3, 5, 6, 7), (2, 5, 9, 4), (2, 5, 3, 3)]
+    # fresh code objects: dynamo's per-function cache must not hold graphs from earlier tests
+    fresh = {n: types.FunctionType(f.__code__.replace(), f.__globals__, f.__name__) for n, f in fused._KERNELS.items()}
+    monkeypatch.setattr(fused, "_KERNELS", fresh)
+    monkeypatch.setattr(fused, "_COMPILED", {})
+    shapes = [(2, 2, 6, 7), (3, 2, 6, 7), (4, 2, 9, 4), (2, 5, 3, 3)]
     cases = [random_case(30 + i, n=n, k=k, h=h, w=w) for i, (n, k, h, w) in enumerate(shapes)]
-    F.softmin(*cases[0], compile=True)
-    F.iou(*cases[0], compile=True)
-    graphs = counters["stats"]["unique_graphs"]
-    for probs, target in cases[1:]:
+    graphs = []
+    for probs, target in cases:
         torch.testing.assert_close(F.softmin(probs, target, compile=True), F.softmin(probs, target), atol=1e-6, rtol=0)
-        torch.testing.assert_close(F.iou(probs, target, compile=True), F.iou(probs, target), atol=1e-12, rtol=0)
-    assert counters["stats"]["unique_graphs"] == graphs
+        compiled = local_scores(prepare_inputs(probs, target, compile=True), 0.1)
+        eager = local_scores(prepare_inputs(probs, target), 0.1)
+        for m in LOCAL_METHODS:
+            torch.testing.assert_close(compiled[m], eager[m], atol=1e-6, rtol=0)
+        graphs.append(counters["stats"]["unique_graphs"])
+    assert sorted(fused._COMPILED) == ["label_sums", "pixel_core", "weighted_sums"]
+    assert graphs[1:] == [graphs[0]] * 3  # compiled on the first batch only

@@ -21,13 +21,15 @@ temperature, integer overflow of the cells, inputs that require grad, empty batc
 other than float32/float64) take the eager path.
 
 Compiling takes a few seconds per kernel, input dtype and masking variant, once per process
-(the kernels are compiled with dynamic shapes: every batch shape uses the same code). It needs a C++
+(the kernels are compiled with dynamic shapes and without "duck" shapes: every batch shape uses
+the same code, except sizes 0 and 1, which torch specializes). It needs a C++
 compiler on CPU and Triton on GPU. When compiling fails, one warning names the error and the
 eager kernels serve the rest of the process.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
 from collections.abc import Callable
@@ -43,9 +45,7 @@ _COMPILED: dict[str, Callable] = {}
 # Labels are clamped into [0, K) inside the kernels: an out-of-range label must neither crash
 # the process (an index check that fails inside an OpenMP region aborts it) nor spill into
 # another image's confusion cells. Unchecked labels (``validate_args=False``) are then checked
-# by a per-image flag from the kernel (`label_sums`) or by the cell -1 that `pixel_core` gives such a
-# pixel (one `amin` of the int32 cells, 4-7x cheaper than an `aminmax` of the int64 labels),
-# and refused.
+# by a per-image flag from the kernel (`label_sums`) or one `aminmax` (`pixel_core`), and refused.
 
 
 def _label_sums(
@@ -64,8 +64,7 @@ def _label_sums(
 def _pixel_core(flat: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     b, k = flat.shape[:2]
     classes = torch.arange(k, device=flat.device, dtype=torch.int32).view(1, k, 1)
-    safe = target.clamp(0, k - 1)
-    t32 = safe.to(torch.int32)
+    t32 = target.clamp(0, k - 1).to(torch.int32)
     pmax = flat.amax(1)
     # a masked sum over the classes (exact: the other terms are 0) shares the amax loop
     s = torch.where(classes == t32.unsqueeze(1), flat, 0).sum(1)
@@ -77,7 +76,7 @@ def _pixel_core(flat: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Ten
         s = torch.where(valid, s, 0)
         cell = torch.where(valid, cell, k * k)
     offset = torch.arange(b, device=flat.device, dtype=torch.int32).unsqueeze(1) * (k * k + 1)
-    return s, wrong, torch.where(safe == target, offset + cell, -1)
+    return s, wrong, offset + cell
 
 
 def _weighted_sums(s: Tensor, valid: Tensor | None, neg_inv_t: float) -> tuple[Tensor, Tensor]:
@@ -96,6 +95,20 @@ _KERNELS: dict[str, Callable] = {
 # each gathered index (a vector compare and a branch per 16 pixels) is dropped: it made the
 # softmin kernel 3-13 % slower (`python benchmarks/softmin_kernels.py`).
 _OPTIONS = {"assert_indirect_indexing": False}
+
+
+def _shapes_apart() -> contextlib.AbstractContextManager:
+    """Compile without "duck" shapes: no later shape compiles again.
+
+    With them, dimensions equal at the first call (a batch of 2 with 2 classes) would share one
+    symbol, and a later batch where they differ would compile a second graph.
+    """
+    try:
+        from torch.fx.experimental import _config as fx_config
+
+        return fx_config.patch(use_duck_shape=False)
+    except (ImportError, AttributeError):  # a torch without the switch: one more compile at worst
+        return contextlib.nullcontext()
 
 
 def usable(flat: Tensor, temperature: float | None = None, cells: bool = False) -> bool:
@@ -136,7 +149,7 @@ def _run(name: str, *args: object) -> tuple[Tensor, ...] | None:
         fn = _COMPILED.get(name)
         if fn is None:  # dynamic from the start: one compile serves every batch shape
             fn = _COMPILED[name] = torch.compile(_KERNELS[name], dynamic=True, options=_OPTIONS)
-        with torch.no_grad():  # one grad mode for every caller: fewer graph variants
+        with torch.no_grad(), _shapes_apart():  # one grad mode for every caller: fewer graphs
             return fn(*args)
     except Exception as err:  # noqa: BLE001 - sorted out below
         try:
@@ -224,8 +237,7 @@ def pixel_core(
 
     The cell of a valid pixel is ``b * (K*K + 1) + target * K + pred``, where ``pred`` is the
     annotation when it is among the most probable classes, else the first most probable class;
-    an ignored pixel gets ``b * (K*K + 1) + K*K`` and a label outside ``[0, K)`` gets -1 (refused
-    below when ``labels_checked=False``). A ``bincount`` of the cells is every image's
+    an ignored pixel gets ``b * (K*K + 1) + K*K``. A ``bincount`` of the cells is every image's
     confusion matrix. Needs ``B * (K*K + 1) <= MAX_CELLS`` (see :func:`usable`).
 
     Args:
@@ -250,10 +262,11 @@ def pixel_core(
         >>> pp.s, pp.wrong, pp.pred()  # a tie goes to the label
         (tensor([[0.9000, 0.2000, 0.5000]]), tensor([[False,  True, False]]), tensor([[[0, 1, 1]]]))
     """
-    out = _run("pixel_core", flat, target, valid)
-    if out is not None and not labels_checked and bool(out[2].amin() < 0):
-        _refuse_labels(target, flat.shape[1])
-    return out
+    if not labels_checked:
+        lmin, lmax = torch.aminmax(target)
+        if int(lmin) < 0 or int(lmax) >= flat.shape[1]:
+            _refuse_labels(target, flat.shape[1])
+    return _run("pixel_core", flat, target, valid)
 
 
 def weighted_sums(s: Tensor, valid: Tensor | None, temperature: float) -> tuple[Tensor, Tensor] | None:
