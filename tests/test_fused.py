@@ -329,22 +329,27 @@ def test_non_contiguous_probabilities_on_the_compiled_pass():
     assert torch.equal(pp.s, ref.s) and torch.equal(pp.pred(), ref.pred())
 
 
-def test_a_new_batch_shape_does_not_compile_again(monkeypatch):
-    """The kernels are compiled with dynamic shapes: a smaller last batch or another image size reuses them.
+def test_a_new_batch_size_does_not_compile_again(monkeypatch):
+    """Any batch size reuses a kernel's graph; a new image size or class count compiles once more.
 
-    The first batch has as many images as classes (2): without "duck" shapes off, torch would
-    tie the two sizes and compile again when they part. (A batch of one image compiles once
+    The first graph has the image size and class count fixed (the fast code); after one of
+    them changes, torch makes it dynamic and later values reuse the second graph. Batches with
+    as many images as classes must not tie the two sizes. (A batch of one image compiles once
     more: torch specializes sizes 0 and 1.)
     """
     import types
 
     from torch._dynamo.utils import counters
 
-    # fresh code objects: dynamo's per-function cache must not hold graphs from earlier tests
-    fresh = {n: types.FunctionType(f.__code__.replace(), f.__globals__, f.__name__) for n, f in fused._KERNELS.items()}
+    # fresh code objects under new names: dynamo keeps graphs per code object, and which sizes
+    # it has seen change per (file, line, name), so earlier tests must not leave either behind
+    fresh = {
+        n: types.FunctionType(f.__code__.replace(co_name=f"{f.__name__}_fresh"), f.__globals__)
+        for n, f in fused._KERNELS.items()
+    }
     monkeypatch.setattr(fused, "_KERNELS", fresh)
     monkeypatch.setattr(fused, "_COMPILED", {})
-    shapes = [(2, 2, 6, 7), (3, 2, 6, 7), (4, 2, 9, 4), (2, 5, 3, 3)]
+    shapes = [(2, 2, 6, 7), (3, 2, 6, 7), (4, 2, 9, 4), (3, 2, 5, 5), (5, 5, 3, 3), (3, 4, 8, 8), (5, 2, 6, 7)]
     cases = [random_case(30 + i, n=n, k=k, h=h, w=w) for i, (n, k, h, w) in enumerate(shapes)]
     graphs = []
     for probs, target in cases:
@@ -355,4 +360,6 @@ def test_a_new_batch_shape_does_not_compile_again(monkeypatch):
             torch.testing.assert_close(compiled[m], eager[m], atol=1e-6, rtol=0)
         graphs.append(counters["stats"]["unique_graphs"])
     assert sorted(fused._COMPILED) == ["label_sums", "pixel_core", "weighted_sums"]
-    assert graphs[1:] == [graphs[0]] * 3  # compiled on the first batch only
+    # new batch size: 0; first new image size: one more graph for each of the three kernels;
+    # first new class count: one more for the two kernels that see classes; then none
+    assert [b - a for a, b in zip(graphs[:-1], graphs[1:], strict=True)] == [0, 3, 0, 2, 0, 0]

@@ -21,15 +21,15 @@ temperature, integer overflow of the cells, inputs that require grad, empty batc
 other than float32/float64) take the eager path.
 
 Compiling takes a few seconds per kernel, input dtype and masking variant, once per process
-(the kernels are compiled with dynamic shapes and without "duck" shapes: every batch shape uses
-the same code, except sizes 0 and 1, which torch specializes). It needs a C++
+(a new batch size reuses the kernel, a batch of one image excepted: torch specializes sizes 0
+and 1; the first new image size or class count compiles once more, with that size dynamic
+from then on). It needs a C++
 compiler on CPU and Triton on GPU. When compiling fails, one warning names the error and the
 eager kernels serve the rest of the process.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import warnings
 from collections.abc import Callable
@@ -97,20 +97,6 @@ _KERNELS: dict[str, Callable] = {
 _OPTIONS = {"assert_indirect_indexing": False}
 
 
-def _shapes_apart() -> contextlib.AbstractContextManager:
-    """Compile without "duck" shapes: no later shape compiles again.
-
-    With them, dimensions equal at the first call (a batch of 2 with 2 classes) would share one
-    symbol, and a later batch where they differ would compile a second graph.
-    """
-    try:
-        from torch.fx.experimental import _config as fx_config
-
-        return fx_config.patch(use_duck_shape=False)
-    except (ImportError, AttributeError):  # a torch without the switch: one more compile at worst
-        return contextlib.nullcontext()
-
-
 def usable(flat: Tensor, temperature: float | None = None, cells: bool = False) -> bool:
     """Whether the compiled kernels can score ``flat`` ``(B, K, P)``.
 
@@ -147,9 +133,12 @@ def _run(name: str, *args: object) -> tuple[Tensor, ...] | None:
         return None
     try:
         fn = _COMPILED.get(name)
-        if fn is None:  # dynamic from the start: one compile serves every batch shape
-            fn = _COMPILED[name] = torch.compile(_KERNELS[name], dynamic=True, options=_OPTIONS)
-        with torch.no_grad(), _shapes_apart():  # one grad mode for every caller: fewer graphs
+        if fn is None:
+            fn = _COMPILED[name] = torch.compile(_KERNELS[name], options=_OPTIONS)
+        for arg in args:  # any batch size uses the same graph (a batch of one excepted)
+            if isinstance(arg, Tensor):
+                torch._dynamo.maybe_mark_dynamic(arg, 0)
+        with torch.no_grad():  # one grad mode for every caller: fewer graph variants
             return fn(*args)
     except Exception as err:  # noqa: BLE001 - sorted out below
         try:
