@@ -68,8 +68,8 @@ class LabelQuality(Metric):
             only softmin/CIL are computed from logits: labels first, then the scores for NaN).
         compile: score with the compiled one-pass kernels (:mod:`~lightning_segqa.functional.fused`):
             the same scores, reading each batch's probabilities once instead of two to three
-            times; compiling takes a few seconds once per process (dynamic shapes: a new batch
-            shape does not compile again). Falls back to the eager kernels, with a warning, where
+            times; compiling takes a few seconds once per process (a new batch size does not
+            compile again). Falls back to the eager kernels, with a warning, where
             ``torch.compile`` does not work.
         kwargs: passed to :class:`torchmetrics.Metric`.
 
