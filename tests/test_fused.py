@@ -165,7 +165,10 @@ def test_outside_the_kernels_domain_the_eager_path_runs(monkeypatch, compiled_ca
     torch.testing.assert_close(local_scores(pp)["iou"], F.iou(probs, target))
 
 
-def test_a_compiler_failure_warns_once_and_falls_back(monkeypatch):
+@pytest.fixture
+def no_compiler(monkeypatch):
+    """``torch.compile`` gives kernels that fail as a missing C++ compiler would; fresh fused state."""
+
     def broken(fn, **options):
         def run(*args):
             raise RuntimeError("no C++ compiler\nmore detail")
@@ -175,34 +178,25 @@ def test_a_compiler_failure_warns_once_and_falls_back(monkeypatch):
     monkeypatch.setattr(fused, "_COMPILED", {})
     monkeypatch.setattr(fused, "_STATE", {"broken": None})
     monkeypatch.setattr(torch, "compile", broken)
+
+
+def test_a_compiler_failure_warns_once_and_falls_back(no_compiler):
     probs, target = random_case(14)
     with pytest.warns(RuntimeWarning, match=r"could not compile its kernels \(RuntimeError: no C\+\+ compiler\)"):
         ours = F.iou(probs, target, compile=True)
     torch.testing.assert_close(ours, F.iou(probs, target))
     assert not fused.usable(probs.reshape(4, 5, -1), 0.1)
-    import warnings
-
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no second warning
         torch.testing.assert_close(F.softmin(probs, target, compile=True), F.softmin(probs, target))
 
 
-def test_unchecked_labels_are_refused_where_compiling_fails(monkeypatch):
+def test_unchecked_labels_are_refused_where_compiling_fails(no_compiler):
     """The kernels cannot compile: an out-of-range label is still refused, never clamped.
 
     (ValueError from the label check, or, where the eager path takes over in the same call, the
     RuntimeError of its gather, as with ``compile=False``.)
     """
-
-    def broken(fn, **options):
-        def run(*args):
-            raise RuntimeError("no C++ compiler")
-
-        return run
-
-    monkeypatch.setattr(fused, "_COMPILED", {})
-    monkeypatch.setattr(fused, "_STATE", {"broken": None})
-    monkeypatch.setattr(torch, "compile", broken)
     probs, target = random_case(16)
     target[1, 2, 3] = 7  # K = 5
     for score in SCORES:
