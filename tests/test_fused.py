@@ -326,6 +326,8 @@ def test_non_contiguous_probabilities_on_the_compiled_pass():
 def test_a_new_batch_size_does_not_compile_again(monkeypatch):
     """Any batch size reuses a kernel's graph; a new image size or class count compiles once more.
 
+    (`pixel_core` compiles once per class count: its class loop is written out.)
+
     The first graph has the image size and class count fixed (the fast code); after one of
     them changes, torch makes it dynamic and later values reuse the second graph. Batches with
     as many images as classes must not tie the two sizes. (A batch of one image compiles once
@@ -355,5 +357,21 @@ def test_a_new_batch_size_does_not_compile_again(monkeypatch):
         graphs.append(counters["stats"]["unique_graphs"])
     assert sorted(fused._COMPILED) == ["label_sums", "pixel_core", "weighted_sums"]
     # new batch size: 0; first new image size: one more graph for each of the three kernels;
-    # first new class count: one more for the two kernels that see classes; then none
-    assert [b - a for a, b in zip(graphs[:-1], graphs[1:], strict=True)] == [0, 3, 0, 2, 0, 0]
+    # first new class count: one more for the two kernels that see classes; a further class
+    # count: one more for `pixel_core` (its class loop is written out, up to UNROLL_CLASSES);
+    # a class count seen before: none
+    assert [b - a for a, b in zip(graphs[:-1], graphs[1:], strict=True)] == [0, 3, 0, 2, 1, 0]
+
+
+@pytest.mark.parametrize("unroll", [0, 32], ids=["class loop as a reduction", "class loop written out"])
+def test_both_forms_of_the_class_loop_equal_eager(unroll, monkeypatch):
+    """`pixel_core` writes its class loop out up to UNROLL_CLASSES classes, above it reduces: same results."""
+    monkeypatch.setattr(fused, "UNROLL_CLASSES", unroll)
+    for probs, target in [tied_case(), random_case(40, n=3, k=7, h=5, w=9)]:
+        eager = PixelPass(prepare_inputs(probs, target))
+        compiled = PixelPass(prepare_inputs(probs, target, compile=True))
+        assert compiled._cell is not None  # the kernel ran
+        assert torch.equal(compiled.s, eager.s) and torch.equal(compiled.wrong, eager.wrong)
+        assert torch.equal(compiled.pred(), eager.pred())
+        for fn in SCORES:
+            torch.testing.assert_close(fn(probs, target, compile=True), fn(probs, target), atol=1e-7, rtol=0)

@@ -39,6 +39,7 @@ from torch import Tensor
 
 MAX_INV_T = 80.0  # exp(-80) ~ 1.8e-35 stays a normal float32
 MAX_CELLS = 1 << 22  # largest B * (K * K + 1) for `pixel_core`: its confusion counts stay small
+UNROLL_CLASSES = 32  # `pixel_core` writes its class loop out up to this many classes
 _STATE: dict[str, str | None] = {"broken": None}
 _COMPILED: dict[str, Callable] = {}
 
@@ -63,12 +64,23 @@ def _label_sums(
 
 def _pixel_core(flat: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
     b, k = flat.shape[:2]
-    classes = torch.arange(k, device=flat.device, dtype=torch.int32).view(1, k, 1)
     t32 = target.clamp(0, k - 1).to(torch.int32)
-    pmax = flat.amax(1)
-    # a masked sum over the classes (exact: the other terms are 0) shares the amax loop
-    s = torch.where(classes == t32.unsqueeze(1), flat, 0).sum(1)
-    first = torch.where(flat == pmax.unsqueeze(1), classes, k).amin(1)
+    if k <= UNROLL_CLASSES:
+        # the class loop written out: one pointwise kernel that reads and converts each label
+        # once (in a reduction over the classes inductor reloads it for every class)
+        pmax, s = flat[:, 0], torch.where(t32 == 0, flat[:, 0], 0)
+        for c in range(1, k):
+            pmax = torch.maximum(pmax, flat[:, c])
+            s = s + torch.where(t32 == c, flat[:, c], 0)  # exact: the other terms are 0
+        first = torch.full_like(t32, k)
+        for c in range(k - 1, -1, -1):  # ends at the first most probable class
+            first = torch.where(flat[:, c] == pmax, c, first)
+    else:
+        classes = torch.arange(k, device=flat.device, dtype=torch.int32).view(1, k, 1)
+        pmax = flat.amax(1)
+        # a masked sum over the classes (exact: the other terms are 0) shares the amax loop
+        s = torch.where(classes == t32.unsqueeze(1), flat, 0).sum(1)
+        first = torch.where(flat == pmax.unsqueeze(1), classes, k).amin(1)
     wrong = s < pmax
     cell = t32 * k + torch.where(wrong, first, t32)
     if valid is not None:
