@@ -23,8 +23,8 @@ other than float32/float64) take the eager path.
 Compiling takes a few seconds per kernel, input dtype and masking variant, once per process
 (a new batch size reuses the kernel, a batch of one image excepted: torch specializes sizes 0
 and 1; the first new image size or class count compiles once more, with that size dynamic
-from then on; `pixel_core` compiles once per class count up to ``UNROLL_CLASSES``). It needs a C++
-compiler on CPU and Triton on GPU. When compiling fails, one warning names the error and the
+from then on; :func:`pixel_core` compiles once per class count up to ``UNROLL_CLASSES``). It
+needs a C++ compiler on CPU and Triton on GPU. When compiling fails, one warning names the error and the
 eager kernels serve the rest of the process.
 """
 
