@@ -24,8 +24,8 @@ Compiling takes a few seconds per kernel, input dtype and masking variant, once 
 (a new batch size reuses the kernel, a batch of one image excepted: torch specializes sizes 0
 and 1; the first new image size or class count compiles once more, with that size dynamic
 from then on; :func:`pixel_core` compiles once per class count up to ``UNROLL_CLASSES``). It
-needs a C++ compiler on CPU and Triton on GPU. When compiling fails, one warning names the error and the
-eager kernels serve the rest of the process.
+needs a C++ compiler on CPU and Triton on GPU. When compiling fails, one warning names the
+error and the eager kernels serve the rest of the process.
 """
 
 from __future__ import annotations
@@ -98,14 +98,11 @@ def _weighted_sums(s: Tensor, valid: Tensor | None, neg_inv_t: float) -> tuple[T
     return (w * s).sum(-1), w.sum(-1)
 
 
-_KERNELS: dict[str, Callable] = {
-    "label_sums": _label_sums,
-    "pixel_core": _pixel_core,
-    "weighted_sums": _weighted_sums,
-}
+_KERNELS: dict[str, Callable] = {"label_sums": _label_sums, "pixel_core": _pixel_core, "weighted_sums": _weighted_sums}
 # The labels are clamped into [0, K) before every indirect load, so inductor's bounds check of
 # each gathered index (a vector compare and a branch per 16 pixels) is dropped: it made the
-# softmin kernel 3-13 % slower (`python benchmarks/softmin_kernels.py`).
+# softmin kernel slower in every side-by-side run, typically by 10-15 %
+# (`python benchmarks/softmin_kernels.py`).
 _OPTIONS = {"assert_indirect_indexing": False}
 
 
@@ -190,11 +187,7 @@ if hasattr(os, "register_at_fork"):
 
 
 def label_sums(
-    flat: Tensor,
-    target: Tensor,
-    valid: Tensor | None,
-    temperature: float,
-    labels_checked: bool = True,
+    flat: Tensor, target: Tensor, valid: Tensor | None, temperature: float, labels_checked: bool = True
 ) -> tuple[Tensor, Tensor, Tensor] | None:
     """Per image ``(sum w*s, sum w, sum s)`` over valid pixels, ``w = exp(-s / temperature)``.
 
