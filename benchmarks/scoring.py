@@ -12,7 +12,10 @@ Measured side by side, repeats interleaved (the order rotates every repeat), med
 7. ``label_quality`` ``LabelQuality`` with all seven methods (downsample 4), batches of 8
 
 Items 4-7 run twice: with the eager kernels (the default) and with ``compile=True`` (the
-compiled one-pass kernels of ``lightning_segqa.functional.fused``; rows marked "compile").
+compiled one-pass kernels of ``lightning_segqa.functional.fused``, and on CPU the C kernel of
+``lightning_segqa.functional.native`` for the softmin; rows marked "compile"). The softmin runs a
+third time with ``compile=True`` and the C kernel switched off (``LIGHTNING_SEGQA_NATIVE=0``):
+the inductor kernel, which serves on GPU.
 Compiling happens in the warm-up, on two images and then on the full input (the kernels are
 compiled with dynamic shapes; the second call checks no timed call compiles), and is timed
 separately; ``--no-compile`` skips those rows.
@@ -52,7 +55,7 @@ import torch
 import torch.nn.functional as F
 
 EAGER_ITEMS = ("sum", "cl_softmin", "cl_issues", "softmin", "local", "cl_ours", "together", "label_quality")
-COMPILED_ITEMS = ("softmin_c", "local_c", "together_c", "label_quality_c")
+COMPILED_ITEMS = ("softmin_c", "softmin_ci", "local_c", "together_c", "label_quality_c")
 ITEM_ORDER = EAGER_ITEMS + COMPILED_ITEMS
 CLEANLAB_ITEMS = ("cl_softmin", "cl_issues")
 LABELS = {
@@ -67,6 +70,7 @@ LABELS = {
     "combo_cl": "cleanlab softmin + find_label_issues",
     "combo_ours": "ours local + CL (one shared pass)",
     "softmin_c": "ours softmin, compile",
+    "softmin_ci": "ours softmin, compile, no C kernel",
     "local_c": "ours local_scores (1 pass), compile",
     "together_c": "ours local + CL, compile",
     "label_quality_c": "ours LabelQuality 7 methods, compile",
@@ -169,6 +173,21 @@ def _item_softmin(inp: Inputs, compile: bool = False):
     return softmin(inp.probs, inp.target, input_format="probs", validate_args=False, compile=compile)
 
 
+def _item_softmin_inductor(inp: Inputs):
+    """``softmin(compile=True)`` with the C kernel switched off: the inductor kernel, as on GPU."""
+    from lightning_segqa.functional import native
+
+    before = os.environ.get(native.ENV_SWITCH)
+    os.environ[native.ENV_SWITCH] = "0"
+    try:
+        return _item_softmin(inp, compile=True)
+    finally:
+        if before is None:
+            del os.environ[native.ENV_SWITCH]
+        else:
+            os.environ[native.ENV_SWITCH] = before
+
+
 def _item_local(inp: Inputs, compile: bool = False):
     from lightning_segqa.functional._inputs import prepare_inputs
     from lightning_segqa.functional.local import local_scores
@@ -214,6 +233,7 @@ ITEMS: dict[str, Callable] = {
     "together": _item_together,
     "label_quality": _item_label_quality,
     "softmin_c": lambda inp: _item_softmin(inp, compile=True),
+    "softmin_ci": _item_softmin_inductor,
     "local_c": lambda inp: _item_local(inp, compile=True),
     "together_c": lambda inp: _item_together(inp, compile=True),
     "label_quality_c": lambda inp: _item_label_quality(inp, compile=True),

@@ -2,15 +2,20 @@
 
 Items (median of interleaved repeats, the order rotating every repeat, warm):
 
-* ``shipped``: the compiled ``fused._label_sums``, the kernel ``softmin(compile=True)`` runs
-  (labels clamped, inductor's bounds check of the indirect load off), called as the library
-  calls it (``fused._run``) but without the check of its out-of-range flag;
-* ``bounds check on``: the same kernel compiled with inductor's default
+* ``C kernel``: ``native.label_sums``, the kernel ``softmin(compile=True)`` runs on CPU for
+  float32 (``functional/label_sums.c``, built with the system C compiler), without the check
+  of its out-of-range flag;
+* ``C kernel, no prefetch``: the same source built with ``-DAHEAD=0``;
+* ``inductor``: the compiled ``fused._label_sums``, the kernel ``softmin(compile=True)`` runs
+  where the C kernel does not (GPU, float64, no C compiler, ``LIGHTNING_SEGQA_NATIVE=0``);
+  labels clamped, inductor's bounds check of the indirect load off; called as the library
+  calls it (``fused._run``);
+* ``bounds check on``: the inductor kernel compiled with inductor's default
   ``assert_indirect_indexing=True``;
-* ``all sizes dynamic``: the same kernel compiled with ``dynamic=True`` (the shipped kernel has
+* ``all sizes dynamic``: the same kernel compiled with ``dynamic=True`` (the library's has
   only the batch size dynamic until an image size or class count changes);
 * ``int64 count flag``: out-of-range labels counted per image (``(safe != target).sum(-1)``)
-  instead of the shipped ``bool`` max;
+  instead of the library's ``bool`` max;
 * ``cleanlab softmin`` and ``preds.sum()`` for scale.
 
 Run: ``python benchmarks/softmin_kernels.py`` (``--size 512`` for the larger images; about 30 s).
@@ -31,7 +36,7 @@ if str(ROOT) not in sys.path:  # run from a checkout without installing
 import torch
 
 from benchmarks.scoring import make_inputs
-from lightning_segqa.functional import fused
+from lightning_segqa.functional import fused, native
 
 
 def _label_sums_count(
@@ -57,8 +62,23 @@ def main() -> None:
     checked = torch.compile(fused._label_sums, dynamic=True)  # inductor's default options
     all_dynamic = torch.compile(fused._label_sums, dynamic=True, options=fused._OPTIONS)
     count = torch.compile(_label_sums_count, dynamic=True, options=fused._OPTIONS)
+    no_prefetch = native._build(["-DAHEAD=0"])
+    if native._kernel() is None:
+        raise SystemExit(f"the C kernel cannot be built here: {native.status()}")
+
+    def c_kernel(fn=None):  # noqa: ANN001, ANN202 - the loaded kernel, or another build of it
+        if fn is not None:
+            native._STATE["fn"], fn = fn, native._STATE["fn"]
+        try:
+            return native.label_sums(flat, target, None, -10.0)
+        finally:
+            if fn is not None:
+                native._STATE["fn"] = fn
+
     items = {
-        "shipped": lambda: fused._run("label_sums", flat, target, None, -10.0),
+        "C kernel": c_kernel,
+        "C kernel, no prefetch": lambda: c_kernel(no_prefetch),
+        "inductor": lambda: fused._run("label_sums", flat, target, None, -10.0),
         "bounds check on": lambda: checked(flat, target, None, -10.0),
         "all sizes dynamic": lambda: all_dynamic(flat, target, None, -10.0),
         "int64 count flag": lambda: count(flat, target, None, -10.0),

@@ -27,12 +27,17 @@ SCORES = (F.softmin, F.confidence_in_label, F.correctly_classified_pixels, F.iou
 
 
 @pytest.fixture(autouse=True)
-def kernels_compile():
-    """Every test here runs compiled graphs (no silent fallback) and leaves the kernels on."""
+def kernels_compile(monkeypatch):
+    """Every test here runs compiled graphs (no silent fallback) and leaves the kernels on.
+
+    The C kernel that takes over ``label_sums`` for float32 on CPU is switched off: these tests
+    are about the inductor kernels (``tests/test_native.py`` covers the C kernel).
+    """
     from tests.conftest import NO_COMPILER, cpp_compiler, strict_compile
 
     if cpp_compiler() is None:
         pytest.skip(NO_COMPILER)
+    monkeypatch.setenv("LIGHTNING_SEGQA_NATIVE", "0")
     state = fused._STATE  # (a test may swap in its own)
     with strict_compile():
         yield

@@ -37,6 +37,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from lightning_segqa.functional import native
+
 MAX_INV_T = 80.0  # exp(-80) ~ 1.8e-35 stays a normal float32
 MAX_CELLS = 1 << 22  # largest B * (K * K + 1) for `pixel_core`: its confusion counts stay small
 UNROLL_CLASSES = 32  # `pixel_core` writes its class loop out up to this many classes
@@ -211,7 +213,9 @@ def label_sums(
         >>> softmin(probs, torch.tensor([[[0, 0]]]), compile=True)  # label_sums, where it compiles
         tensor([0.2006])
     """
-    out = _run("label_sums", flat, target, valid, -1.0 / temperature)
+    out = native.label_sums(flat, target, valid, -1.0 / temperature)  # C, where it applies
+    if out is None:
+        out = _run("label_sums", flat, target, valid, -1.0 / temperature)
     if out is None:
         return None
     num, den, total, outside = out
