@@ -1,11 +1,14 @@
 """What the compiled softmin kernel's options cost, side by side on the scoring benchmark's inputs.
 
-Items (median of interleaved repeats, the order rotating every repeat, warm):
+Items (median of interleaved repeats, a new seeded random order every repeat, warm):
 
 * ``C kernel``: ``native.label_sums``, the kernel ``softmin(compile=True)`` runs on CPU for
   float32 (``functional/label_sums.c``, built with the system C compiler), without the check
   of its out-of-range flag;
 * ``C kernel, no prefetch``: the same source built with ``-DAHEAD=0``;
+* ``C kernel, prefetch per label change``: built with ``-DPREFETCH_EACH_CHANGE`` (a prefetch
+  for every change of label among the 16 pixels, where the library prefetches the planes of
+  the first and the last of them);
 * ``inductor``: the compiled ``fused._label_sums``, the kernel ``softmin(compile=True)`` runs
   where the C kernel does not (GPU, float64, no C compiler, ``LIGHTNING_SEGQA_NATIVE=0``);
   labels clamped, inductor's bounds check of the indirect load off; called as the library
@@ -24,6 +27,7 @@ Run: ``python benchmarks/softmin_kernels.py`` (``--size 512`` for the larger ima
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import time
@@ -63,6 +67,7 @@ def main() -> None:
     all_dynamic = torch.compile(fused._label_sums, dynamic=True, options=fused._OPTIONS)
     count = torch.compile(_label_sums_count, dynamic=True, options=fused._OPTIONS)
     no_prefetch = native._build(["-DAHEAD=0"])
+    each_change = native._build(["-DPREFETCH_EACH_CHANGE"])
     if native._kernel() is None:
         raise SystemExit(f"the C kernel cannot be built here: {native.status()}")
 
@@ -78,6 +83,7 @@ def main() -> None:
     items = {
         "C kernel": c_kernel,
         "C kernel, no prefetch": lambda: c_kernel(no_prefetch),
+        "C kernel, prefetch per label change": lambda: c_kernel(each_change),
         "inductor": lambda: fused._run("label_sums", flat, target, None, -10.0),
         "bounds check on": lambda: checked(flat, target, None, -10.0),
         "all sizes dynamic": lambda: all_dynamic(flat, target, None, -10.0),
@@ -93,16 +99,16 @@ def main() -> None:
             fn()
         times: dict[str, list[float]] = {name: [] for name in items}
         names = list(items)
-        for r in range(args.repeats):  # the order rotates: each item's place changes every repeat
-            for name in names[r % len(names) :] + names[: r % len(names)]:
+        for r in range(args.repeats):  # a random order: in a rotation each item follows the same one
+            for name in random.Random(r).sample(names, len(names)):
                 t0 = time.perf_counter()
                 items[name]()
                 times[name].append(time.perf_counter() - t0)
     med = {name: statistics.median(t) * 1e3 for name, t in times.items()}
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {b} x {k} x {args.size}^2 float32")
-    print(f"{'item':<30} {'ms':>8} {'/ sum':>7} {'cleanlab /':>11}")
+    print(f"{'item':<38} {'ms':>8} {'/ sum':>7} {'cleanlab /':>11}")
     for name, ms in med.items():
-        print(f"{name:<30} {ms:8.2f} {ms / med['preds.sum()']:7.2f} {med['cleanlab softmin'] / ms:10.2f}x")
+        print(f"{name:<38} {ms:8.2f} {ms / med['preds.sum()']:7.2f} {med['cleanlab softmin'] / ms:10.2f}x")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@
  * What makes it faster than the inductor kernel of fused.py:
  *  - each pixel's annotated-class probability sits in one of K planes that change from pixel
  *    to pixel; the cache lines of the pixels AHEAD further on are prefetched, so their loads
- *    overlap instead of waiting on memory one after the other (inductor cannot emit a prefetch);
+ *    overlap instead of waiting on memory one after the other (inductor cannot emit a prefetch).
+ *    Labels come in runs, so the planes of the first and the last of every LANES pixels are
+ *    prefetched (a line per run, and both sides of a border); a prefetch per change of label
+ *    within the LANES pixels cost more in instructions than it saved (benchmarks/softmin_kernels.py);
  *  - a single loop with LANES independent float accumulators (no reassociation needed, so no
  *    -ffast-math) and an exp polynomial the compiler vectorizes; every CHUNK pixels the lanes
  *    are added into double accumulators, so long images and volumes lose no precision.
@@ -21,7 +24,7 @@
 #define LANES 16
 #define CHUNK 1024  /* pixels per float partial sum */
 #ifndef AHEAD
-#define AHEAD 512 /* prefetch distance, pixels (-DAHEAD=0 turns the prefetch off) */
+#define AHEAD 128 /* prefetch distance, pixels (-DAHEAD=0 turns the prefetch off) */
 #endif
 
 /* exp(x), x clamped to [-87, 88] (NaN stays NaN): Cephes expf, within 2 ulp. */
@@ -60,15 +63,20 @@ static inline __attribute__((always_inline)) void part(const int masked, const f
     int64_t lo_[LANES], hi_[LANES];
     for (int l = 0; l < LANES; l++) lo_[l] = hi_[l] = lo;
     for (int64_t i0 = c0; i0 < c1; i0 += LANES) {
-      if (AHEAD > 0 && i0 + AHEAD + LANES <= npix) { /* one prefetch per run of equal labels */
+      if (AHEAD > 0 && i0 + AHEAD + LANES <= npix) { /* the planes of the first and last pixel */
+#ifdef PREFETCH_EACH_CHANGE /* for benchmarks/softmin_kernels.py: a prefetch per change of label */
         int64_t prev = -1;
         for (int64_t j = i0 + AHEAD; j < i0 + AHEAD + LANES; j++) {
           int64_t c = clamp_class(tb[j], k);
-          if (c != prev) {
-            __builtin_prefetch(pb + c * npix + j, 0, 3);
-            prev = c;
-          }
+          if (c != prev) __builtin_prefetch(pb + c * npix + j, 0, 3);
+          prev = c;
         }
+#else
+        int64_t ja = i0 + AHEAD, jb = ja + LANES - 1;
+        int64_t ca = clamp_class(tb[ja], k), cb = clamp_class(tb[jb], k);
+        __builtin_prefetch(pb + ca * npix + ja, 0, 3);
+        if (cb != ca) __builtin_prefetch(pb + cb * npix + jb, 0, 3);
+#endif
       }
       for (int l = 0; l < LANES; l++) {
         int64_t i = i0 + l, t = tb[i];
