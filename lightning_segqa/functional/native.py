@@ -21,6 +21,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import shlex
 import shutil
 import subprocess
 import tempfile
@@ -46,11 +47,13 @@ _STATE: dict[str, object] = {"fn": None, "error": None}
 _log = logging.getLogger(__name__)
 
 
-def _compiler() -> str | None:
-    named = os.environ.get("CC")
+def _compiler() -> list[str] | None:
+    """The compiler command: ``$CC`` (which may carry a wrapper, e.g. ``ccache gcc``) or the first found."""
+    named = shlex.split(os.environ.get("CC", ""))
     if named:
-        return shutil.which(named) or named
-    return next((path for path in map(shutil.which, ("cc", "gcc", "clang")) if path), None)
+        return named
+    found = next((path for path in map(shutil.which, ("cc", "gcc", "clang")) if path), None)
+    return None if found is None else [found]
 
 
 def _build(extra: Sequence[str] = ()) -> ctypes._CFuncPtr:
@@ -67,11 +70,11 @@ def _build(extra: Sequence[str] = ()) -> ctypes._CFuncPtr:
     with tempfile.TemporaryDirectory(prefix="segqa-native-") as tmp:
         lib = Path(tmp) / "label_sums.so"
         for flags in _FLAG_SETS:
-            cmd = [cc, *flags, *_COMMON, *extra, str(SOURCE), "-o", str(lib)]
+            cmd = [*cc, *flags, *_COMMON, *extra, str(SOURCE), "-o", str(lib)]
             try:
                 run = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
             except (OSError, subprocess.SubprocessError) as err:
-                errors.append(f"{cc}: {err}")
+                errors.append(f"{cc[0]}: {err}")
                 break  # the compiler itself does not run: other flags will not help
             if run.returncode == 0:
                 fn = ctypes.CDLL(str(lib)).segqa_label_sums_f32  # mapped: the file may go
