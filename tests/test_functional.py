@@ -222,6 +222,7 @@ def test_volumes_are_supported():
             "probabilities",
         ),
         (torch.rand(2, 4), torch.zeros(2, dtype=torch.long), {}, ValueError, "spatial"),
+        (torch.rand(1, 2, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long, device="meta"), {}, ValueError, "device"),
         (
             torch.rand(1, 2, 2, 2),
             torch.zeros(1, 2, 2, dtype=torch.long),

@@ -105,6 +105,11 @@ def _check_shapes(preds: Tensor, target: Tensor, num_classes: int | None) -> Non
             "`preds` must have shape (B, K, *spatial) with at least one spatial dimension, "
             f"got shape {tuple(preds.shape)}."
         )
+    if target.device != preds.device:
+        raise ValueError(
+            f"`target` is on {target.device} but `preds` on {preds.device}; move both to one device "
+            "(e.g. `target.to(preds.device)`)."
+        )
     if target.shape != preds.shape[:1] + preds.shape[2:]:
         raise ValueError(
             f"`target` must have shape (B, *spatial) = {tuple(preds.shape[:1] + preds.shape[2:])} "

@@ -6,7 +6,9 @@ of the annotated class, an ``amax`` to find the mispredicted pixels, then a gath
 loop over the classes of each pixel, so the probabilities are read once:
 
 * :func:`label_sums` (softmin and CIL, which need only ``s``, the probability of the annotated
-  class): per image ``sum w*s``, ``sum w`` (``w = exp(-s / T)``) and ``sum s``.
+  class): per image ``sum w*s``, ``sum w`` (``w = exp(-s / T)``) and ``sum s``. On CPU, for
+  float32, the C kernel of :mod:`~lightning_segqa.functional.native` computes them when it can
+  be built (it prefetches the gathered cache lines, which inductor cannot).
 * :func:`pixel_core` (:class:`~lightning_segqa.functional.pixel.PixelPass`): ``s``, the
   mispredicted pixels and every pixel's cell of its image's confusion matrix (annotated
   class, predicted class), from which CCP, IoU and the per-class counts of confident
@@ -108,16 +110,19 @@ _KERNELS: dict[str, Callable] = {"label_sums": _label_sums, "pixel_core": _pixel
 _OPTIONS = {"assert_indirect_indexing": False}
 
 
-def usable(flat: Tensor, temperature: float | None = None, cells: bool = False) -> bool:
+def usable(flat: Tensor, temperature: float | None = None, cells: bool = False, compiled: bool = True) -> bool:
     """Whether the compiled kernels can score ``flat`` ``(B, K, P)``.
 
     Args:
         flat: the probabilities.
         temperature: the softmin temperature, when a kernel uses it.
         cells: for :func:`pixel_core` (``B * (K*K + 1) <= MAX_CELLS``).
+        compiled: False for :func:`label_sums`, whose C kernel (on CPU) does not depend on
+            inductor: only the domain is checked (the call returns None where neither serves).
 
     Returns:
-        False after a failed compilation, and for inputs outside the kernels' domain.
+        False after a failed compilation (``compiled=True``), and for inputs outside the
+        kernels' domain.
 
     Examples:
         >>> usable(torch.rand(2, 3, 4), 0.001), usable(torch.rand(2, 3, 4, dtype=torch.float16))
@@ -125,7 +130,7 @@ def usable(flat: Tensor, temperature: float | None = None, cells: bool = False) 
     """
     b, k = flat.shape[:2]
     return (
-        _STATE["broken"] is None
+        (_STATE["broken"] is None or not compiled)
         and (temperature is None or 1.0 / temperature <= MAX_INV_T)
         and flat.dtype in (torch.float32, torch.float64)
         and flat.numel() > 0

@@ -27,11 +27,13 @@
 #define AHEAD 128 /* prefetch distance, pixels (-DAHEAD=0 turns the prefetch off) */
 #endif
 
-/* exp(x), x clamped to [-87, 88] (NaN stays NaN): Cephes expf, within 2 ulp. */
+/* exp(x) over all floats: Cephes expf (about 1 ulp), the power of two applied in two steps so
+ * results down to the subnormals are right; x < -104 gives 0 (or the smallest subnormal),
+ * x > 88.7 and +inf give inf, NaN stays NaN. */
 static inline float exp_f(float x) {
-  x = x < -87.0f ? -87.0f : x;
-  x = x > 88.0f ? 88.0f : x;
-  float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
+  x = x < -104.0f ? -104.0f : x;
+  x = x > 89.0f ? 89.0f : x;
+  float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f); /* in [-150, 128] */
   float r = x - n * 0.693359375f;
   r = r + n * 2.12194440e-4f;
   float q = 1.9875691500E-4f;
@@ -42,10 +44,12 @@ static inline float exp_f(float x) {
   q = q * r + 5.0000001201E-1f;
   q = q * r * r + r + 1.0f;
   float m = n == n ? n : 0.0f; /* NaN: any finite scale, q is NaN already */
-  int32_t bits = ((int32_t)m + 127) * (1 << 23);
-  float scale;
-  __builtin_memcpy(&scale, &bits, sizeof scale);
-  return q * scale;
+  float m1 = __builtin_floorf(m * 0.5f), m2 = m - m1; /* both in [-75, 64] */
+  int32_t bits1 = ((int32_t)m1 + 127) * (1 << 23), bits2 = ((int32_t)m2 + 127) * (1 << 23);
+  float scale1, scale2;
+  __builtin_memcpy(&scale1, &bits1, sizeof scale1);
+  __builtin_memcpy(&scale2, &bits2, sizeof scale2);
+  return q * scale1 * scale2;
 }
 
 static inline int64_t clamp_class(int64_t c, int64_t k) { return c < 0 ? 0 : (c > k - 1 ? k - 1 : c); }
@@ -127,7 +131,7 @@ void segqa_label_sums_f32(const float *p, const int64_t *t, const uint8_t *valid
                           int threads) {
   int64_t step = (npix + parts - 1) / parts;
   step = (step + LANES - 1) / LANES * LANES;
-#pragma omp parallel for schedule(static) num_threads(threads)
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
   for (int64_t job = 0; job < b * parts; job++) {
     int64_t img = job / parts, j0 = (job % parts) * step, j1 = j0 + step < npix ? j0 + step : npix;
     double *o = out + job * 3;

@@ -73,7 +73,7 @@ def _compiled_label_scores(
         return None
     b, k = prepared.probs.shape[:2]
     flat = prepared.probs.reshape(b, k, -1)
-    if not fused.usable(flat, temperature):
+    if not fused.usable(flat, temperature, compiled=False):  # the C kernel needs no inductor
         return None
     valid = None if prepared.all_valid else prepared.valid.reshape(b, -1)
     sums = fused.label_sums(flat, prepared.target.reshape(b, -1), valid, temperature, prepared.labels_checked)

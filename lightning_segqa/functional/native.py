@@ -8,12 +8,15 @@ further on so those loads overlap (inductor cannot emit a prefetch); it also kee
 with vectorized float lanes where inductor makes several. Sums are gathered in float32 lanes
 and added into float64 every 1024 pixels. Source: ``label_sums.c`` beside this module.
 
-The library is compiled the first time it is needed, once per process (0.1-0.5 s), with the
+The library is compiled the first time it is needed, once per process (about 0.2 s), with the
 C compiler named by ``$CC`` or else the first of ``cc``, ``gcc``, ``clang`` on the ``PATH``, and
-loaded through :mod:`ctypes` (which releases the GIL). It runs on the OpenMP runtime torch
-already loaded, with ``torch.get_num_threads()`` threads. Where it cannot be built (no
-compiler, no OpenMP, Windows) or ``LIGHTNING_SEGQA_NATIVE=0`` is set, :func:`label_sums`
-returns None and the inductor kernel serves instead; :func:`status` says why.
+loaded through :mod:`ctypes` (which releases the GIL). It needs OpenMP (``-fopenmp``): on
+Linux with gcc or clang; macOS's own clang has none (point ``$CC`` at a compiler that has it).
+It runs with ``torch.get_num_threads()`` threads on the OpenMP runtime that ``libgomp.so.1``
+names: the one torch bundles under that name in its Linux x86-64 wheels, else the system's,
+as for inductor's kernels. Where it cannot be built (no compiler, no OpenMP, Windows) or
+``LIGHTNING_SEGQA_NATIVE=0`` is set, :func:`label_sums` returns None and the inductor kernel
+serves instead; :func:`status` says why.
 """
 
 from __future__ import annotations
@@ -36,12 +39,12 @@ SOURCE = Path(__file__).with_name("label_sums.c")
 ENV_SWITCH = "LIGHTNING_SEGQA_NATIVE"  # "0" turns the C kernel off
 MIN_PART_PIXELS = 1 << 14  # an image is split across threads only into parts this large
 # Tried in order; each set drops what an older or non-x86 compiler may refuse.
-_FLAG_SETS = (
+_FLAG_SETS = (  # the kernel is built for this process's machine only: -march=native is safe
     ["-O3", "-march=native", "-mprefer-vector-width=512"],
     ["-O3", "-march=native"],
     ["-O3"],
 )
-_COMMON = ["-fno-math-errno", "-fno-trapping-math", "-fopenmp", "-shared", "-fPIC"]
+_COMMON = ["-fno-math-errno", "-fno-trapping-math", "-fopenmp", "-shared", "-fPIC", "-x", "c"]
 _LOCK = threading.Lock()
 _STATE: dict[str, object] = {"fn": None, "error": None}
 _log = logging.getLogger(__name__)
@@ -49,7 +52,10 @@ _log = logging.getLogger(__name__)
 
 def _compiler() -> list[str] | None:
     """The compiler command: ``$CC`` (which may carry a wrapper, e.g. ``ccache gcc``) or the first found."""
-    named = shlex.split(os.environ.get("CC", ""))
+    try:
+        named = shlex.split(os.environ.get("CC", ""))
+    except ValueError as err:  # unbalanced quotes
+        raise OSError(f"$CC={os.environ['CC']!r} cannot be parsed: {err}") from err
     if named:
         return named
     found = next((path for path in map(shutil.which, ("cc", "gcc", "clang")) if path), None)
@@ -72,15 +78,18 @@ def _build(extra: Sequence[str] = ()) -> ctypes._CFuncPtr:
         for flags in _FLAG_SETS:
             cmd = [*cc, *flags, *_COMMON, *extra, str(SOURCE), "-o", str(lib)]
             try:
-                run = subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
+                run = subprocess.run(
+                    cmd, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL
+                )
             except (OSError, subprocess.SubprocessError) as err:
                 errors.append(f"{cc[0]}: {err}")
                 break  # the compiler itself does not run: other flags will not help
             if run.returncode == 0:
                 fn = ctypes.CDLL(str(lib)).segqa_label_sums_f32  # mapped: the file may go
                 break
-            last = run.stderr.strip().splitlines()[-1:] or [f"exit status {run.returncode}"]
-            errors.append(f"{' '.join(flags)}: {last[0]}")
+            lines = run.stderr.strip().splitlines()
+            said = [ln.strip() for ln in lines if "error" in ln.lower()] or lines[-1:] or [f"exit {run.returncode}"]
+            errors.append(f"{' '.join(flags)}: {said[0]}")
     if fn is None:
         raise OSError("compiling the C kernel failed: " + " | ".join(errors))
     fn.restype = None
@@ -97,10 +106,20 @@ def _kernel() -> ctypes._CFuncPtr | None:
             if _STATE["fn"] is None and _STATE["error"] is None:
                 try:
                     _STATE["fn"] = _build()
-                except (OSError, subprocess.SubprocessError, AttributeError) as err:
+                except Exception as err:  # noqa: BLE001 - whatever fails, inductor serves
                     _STATE["error"] = f"{type(err).__name__}: {err}"[:500]
                     _log.info("lightning_segqa: C kernel unavailable (%s); inductor serves.", _STATE["error"])
     return _STATE["fn"]  # type: ignore[return-value]
+
+
+def _reset_lock_in_child() -> None:
+    # a fork while another thread builds would leave the child waiting on a lock nobody holds
+    global _LOCK
+    _LOCK = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_lock_in_child)
 
 
 def status() -> str:
@@ -142,23 +161,27 @@ def label_sums(flat: Tensor, target: Tensor, valid: Tensor | None, neg_inv_t: fl
         >>> out is None or torch.allclose(out[0] / out[1], torch.tensor([0.2006]), atol=1e-4)
         True
     """
+    b, k, npix = flat.shape if flat.dim() == 3 else (0, 0, 0)
     if not (
         flat.device.type == "cpu"
         and flat.dtype == torch.float32
-        and target.dtype == torch.int64
         and flat.dim() == 3
         and flat.numel() > 0
         and flat.is_contiguous()
-        and target.is_contiguous()
-        and (valid is None or (valid.dtype == torch.bool and valid.is_contiguous()))
-    ):
+        and all(
+            x.device == flat.device and x.dtype == dtype and x.shape == (b, npix) and x.is_contiguous()
+            for x, dtype in ((target, torch.int64), (valid, torch.bool))
+            if x is not None
+        )
+    ):  # the C code reads raw host pointers: anything else goes to the checked paths
         return None
     fn = _kernel()
     if fn is None:
         return None
-    b, k, npix = flat.shape
     threads = max(1, torch.get_num_threads())
-    parts = max(1, min(-(-threads // b), npix // MIN_PART_PIXELS))  # idle threads take image parts
+    # about four jobs per thread where the images are few and large, so no thread idles long
+    parts = max(1, min(-(-4 * threads // b), npix // MIN_PART_PIXELS))
+    threads = min(threads, b * parts)
     sums = torch.empty(b * parts, 3, dtype=torch.float64)
     labels = torch.empty(b * parts, 2, dtype=torch.int64)
     fn(
