@@ -394,7 +394,7 @@ def run_size(size: int, args: argparse.Namespace, device: torch.device) -> dict:
     for r in range(args.repeats):
         # a new random order every repeat: in a rotation each item always follows the same
         # one, and an item that touched the same cache lines just before makes it look faster
-        order = random.Random(r).sample(items, len(items))
+        order = random.Random(f"{args.seed}:{size}:{r}").sample(items, len(items))
         for name in order:
             if name in CLEANLAB_ITEMS and len(times[name]) >= cl_rep:
                 continue

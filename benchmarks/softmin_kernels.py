@@ -5,6 +5,7 @@ Items (median of interleaved repeats, a new seeded random order every repeat, wa
 * ``C kernel``: ``native.label_sums``, the kernel ``softmin(compile=True)`` runs on CPU for
   float32 (``functional/label_sums.c``, built with the system C compiler), without the check
   of its out-of-range flag;
+* ``C kernel, 5 % pixels ignored``: with an ignore mask (``valid``) that drops 5 % of the pixels;
 * ``C kernel, no prefetch``: the same source built with ``-DAHEAD=0``;
 * ``C kernel, prefetch per label change``: built with ``-DPREFETCH_EACH_CHANGE`` (a prefetch
   for every change of label among the 16 pixels, where the library prefetches the planes of
@@ -12,7 +13,7 @@ Items (median of interleaved repeats, a new seeded random order every repeat, wa
 * ``inductor``: the compiled ``fused._label_sums``, the kernel ``softmin(compile=True)`` runs
   where the C kernel does not (GPU, float64, no C compiler, ``LIGHTNING_SEGQA_NATIVE=0``);
   labels clamped, inductor's bounds check of the indirect load off; called as the library
-  calls it (``fused._run``);
+  calls it (``fused._run``); also with the ignore mask above;
 * ``bounds check on``: the inductor kernel compiled with inductor's default
   ``assert_indirect_indexing=True``;
 * ``all sizes dynamic``: the same kernel compiled with ``dynamic=True`` (the library's has
@@ -66,15 +67,20 @@ def main() -> None:
     checked = torch.compile(fused._label_sums, dynamic=True)  # inductor's default options
     all_dynamic = torch.compile(fused._label_sums, dynamic=True, options=fused._OPTIONS)
     count = torch.compile(_label_sums_count, dynamic=True, options=fused._OPTIONS)
-    no_prefetch = native._build(["-DAHEAD=0"])
-    each_change = native._build(["-DPREFETCH_EACH_CHANGE"])
     if native._kernel() is None:
         raise SystemExit(f"the C kernel cannot be built here: {native.status()}")
+    no_prefetch = native._build(["-DAHEAD=0"])
+    each_change = native._build(["-DPREFETCH_EACH_CHANGE"])
+    g = torch.Generator().manual_seed(1)
+    valid = torch.rand(target.shape, generator=g) > 0.05  # 5 % of the pixels ignored
+    masked_target = torch.where(valid, target, 0)
 
-    def c_kernel(fn=None):  # noqa: ANN001, ANN202 - the loaded kernel, or another build of it
+    def c_kernel(fn=None, masked=False):  # noqa: ANN001, ANN202 - the loaded kernel, or another build of it
         if fn is not None:
             native._STATE["fn"], fn = fn, native._STATE["fn"]
         try:
+            if masked:
+                return native.label_sums(flat, masked_target, valid, -10.0)
             return native.label_sums(flat, target, None, -10.0)
         finally:
             if fn is not None:
@@ -82,9 +88,11 @@ def main() -> None:
 
     items = {
         "C kernel": c_kernel,
+        "C kernel, 5 % pixels ignored": lambda: c_kernel(masked=True),
         "C kernel, no prefetch": lambda: c_kernel(no_prefetch),
         "C kernel, prefetch per label change": lambda: c_kernel(each_change),
         "inductor": lambda: fused._run("label_sums", flat, target, None, -10.0),
+        "inductor, 5 % pixels ignored": lambda: fused._run("label_sums", flat, masked_target, valid, -10.0),
         "bounds check on": lambda: checked(flat, target, None, -10.0),
         "all sizes dynamic": lambda: all_dynamic(flat, target, None, -10.0),
         "int64 count flag": lambda: count(flat, target, None, -10.0),
@@ -100,7 +108,7 @@ def main() -> None:
         times: dict[str, list[float]] = {name: [] for name in items}
         names = list(items)
         for r in range(args.repeats):  # a random order: in a rotation each item follows the same one
-            for name in random.Random(r).sample(names, len(names)):
+            for name in random.Random(f"{args.size}:{r}").sample(names, len(names)):
                 t0 = time.perf_counter()
                 items[name]()
                 times[name].append(time.perf_counter() - t0)

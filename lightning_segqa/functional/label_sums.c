@@ -82,6 +82,8 @@ static inline __attribute__((always_inline)) void part(const int masked, const f
         if (cb != ca) __builtin_prefetch(pb + cb * npix + jb, 0, 3);
 #endif
       }
+      int32_t vm[LANES]; /* the mask widened first: bytes inside the loop below stop gcc vectorizing it */
+      for (int l = 0; l < LANES; l++) vm[l] = masked ? vb[i0 + l] : 1;
       for (int l = 0; l < LANES; l++) {
         int64_t i = i0 + l, t = tb[i];
         lo_[l] = t < lo_[l] ? t : lo_[l];
@@ -89,8 +91,8 @@ static inline __attribute__((always_inline)) void part(const int masked, const f
         float s = pb[clamp_class(t, k) * npix + i];
         float e = exp_f(s * neg_inv_t);
         if (masked) {
-          s = vb[i] ? s : 0.0f;
-          e = vb[i] ? e : 0.0f;
+          s = vm[l] ? s : 0.0f;
+          e = vm[l] ? e : 0.0f;
         }
         a[l] += e * s;
         w[l] += e;
