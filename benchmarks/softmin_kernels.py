@@ -7,9 +7,9 @@ Items (median of interleaved repeats, a new seeded random order every repeat, wa
   of its out-of-range flag;
 * ``C kernel, 5 % pixels ignored``: with an ignore mask (``valid``) that drops 5 % of the pixels;
 * ``C kernel, no prefetch``: the same source built with ``-DAHEAD=0``;
-* ``C kernel, prefetch per label change``: built with ``-DPREFETCH_EACH_CHANGE`` (a prefetch
-  for every change of label among the 16 pixels, where the library prefetches the planes of
-  the first and the last of them);
+* ``C kernel, prefetch first and last``: built with ``-DPREFETCH_FIRST_LAST`` (the planes of
+  the first and the last of every 16 pixels, where the library prefetches at every change of
+  label among them);
 * ``inductor``: the compiled ``fused._label_sums``, the kernel ``softmin(compile=True)`` runs
   where the C kernel does not (GPU, float64, no C compiler, ``LIGHTNING_SEGQA_NATIVE=0``);
   labels clamped, inductor's bounds check of the indirect load off; called as the library
@@ -70,7 +70,7 @@ def main() -> None:
     if native._kernel() is None:
         raise SystemExit(f"the C kernel cannot be built here: {native.status()}")
     no_prefetch = native._build(["-DAHEAD=0"])
-    each_change = native._build(["-DPREFETCH_EACH_CHANGE"])
+    first_last = native._build(["-DPREFETCH_FIRST_LAST"])
     g = torch.Generator().manual_seed(1)
     valid = torch.rand(target.shape, generator=g) > 0.05  # 5 % of the pixels ignored
     masked_target = torch.where(valid, target, 0)
@@ -90,7 +90,7 @@ def main() -> None:
         "C kernel": c_kernel,
         "C kernel, 5 % pixels ignored": lambda: c_kernel(masked=True),
         "C kernel, no prefetch": lambda: c_kernel(no_prefetch),
-        "C kernel, prefetch per label change": lambda: c_kernel(each_change),
+        "C kernel, prefetch first and last": lambda: c_kernel(first_last),
         "inductor": lambda: fused._run("label_sums", flat, target, None, -10.0),
         "inductor, 5 % pixels ignored": lambda: fused._run("label_sums", flat, masked_target, valid, -10.0),
         "bounds check on": lambda: checked(flat, target, None, -10.0),

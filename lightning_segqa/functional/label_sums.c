@@ -10,9 +10,10 @@
  *  - each pixel's annotated-class probability sits in one of K planes that change from pixel
  *    to pixel; the cache lines of the pixels AHEAD further on are prefetched, so their loads
  *    overlap instead of waiting on memory one after the other (inductor cannot emit a prefetch).
- *    Labels come in runs, so the planes of the first and the last of every LANES pixels are
- *    prefetched (a line per run, and both sides of a border); a prefetch per change of label
- *    within the LANES pixels cost more in instructions than it saved (benchmarks/softmin_kernels.py);
+ *    One prefetch per change of label among each LANES pixels: labels come in runs, so that
+ *    is mostly one line, two at a border. Prefetching only the planes of the first and the
+ *    last of them (-DPREFETCH_FIRST_LAST: fewer instructions, misses a lone noisy label) ran
+ *    within 10 % of it either way, depending on the machine state (benchmarks/softmin_kernels.py);
  *  - a single loop with LANES independent float accumulators (no reassociation needed, so no
  *    -ffast-math) and an exp polynomial the compiler vectorizes; every CHUNK pixels the lanes
  *    are added into double accumulators, so long images and volumes lose no precision.
@@ -67,19 +68,19 @@ static inline __attribute__((always_inline)) void part(const int masked, const f
     int64_t lo_[LANES], hi_[LANES];
     for (int l = 0; l < LANES; l++) lo_[l] = hi_[l] = lo;
     for (int64_t i0 = c0; i0 < c1; i0 += LANES) {
-      if (AHEAD > 0 && i0 + AHEAD + LANES <= npix) { /* the planes of the first and last pixel */
-#ifdef PREFETCH_EACH_CHANGE /* for benchmarks/softmin_kernels.py: a prefetch per change of label */
+      if (AHEAD > 0 && i0 + AHEAD + LANES <= npix) {
+#ifdef PREFETCH_FIRST_LAST /* for benchmarks/softmin_kernels.py: the first and the last pixel only */
+        int64_t ja = i0 + AHEAD, jb = ja + LANES - 1;
+        int64_t ca = clamp_class(tb[ja], k), cb = clamp_class(tb[jb], k);
+        __builtin_prefetch(pb + ca * npix + ja, 0, 3);
+        if (cb != ca) __builtin_prefetch(pb + cb * npix + jb, 0, 3);
+#else /* a prefetch per change of label */
         int64_t prev = -1;
         for (int64_t j = i0 + AHEAD; j < i0 + AHEAD + LANES; j++) {
           int64_t c = clamp_class(tb[j], k);
           if (c != prev) __builtin_prefetch(pb + c * npix + j, 0, 3);
           prev = c;
         }
-#else
-        int64_t ja = i0 + AHEAD, jb = ja + LANES - 1;
-        int64_t ca = clamp_class(tb[ja], k), cb = clamp_class(tb[jb], k);
-        __builtin_prefetch(pb + ca * npix + ja, 0, 3);
-        if (cb != ca) __builtin_prefetch(pb + cb * npix + jb, 0, 3);
 #endif
       }
       int32_t vm[LANES]; /* the mask widened first: bytes inside the loop below stop gcc vectorizing it */
