@@ -2,11 +2,12 @@
 
 :func:`label_sums` gives the same per-image sums as the inductor kernel
 :func:`lightning_segqa.functional.fused.label_sums` for contiguous float32 inputs on CPU, in
-about half the time: the probability each pixel needs sits in the class plane of its label,
-which changes from pixel to pixel, and the C loop prefetches the cache lines of the pixels
-further on so those loads overlap (inductor cannot emit a prefetch); it also keeps one loop
-with vectorized float lanes where inductor makes several. Sums are gathered in float32 lanes
-and added into float64 every 1024 pixels. Source: ``label_sums.c`` beside this module.
+0.65-0.8 of its time (``benchmarks/scoring.py``, ``docs/performance.md``). The probability each
+pixel needs sits in the class plane of its label, which changes from pixel to pixel; the C loop
+prefetches the cache lines of the pixels further on, so those loads overlap (inductor cannot
+emit a prefetch), and it is one loop with vectorized float lanes where inductor makes several.
+Sums are gathered in float32 lanes and added into float64 every 1024 pixels.
+Source: ``label_sums.c`` beside this module.
 
 The library is compiled the first time it is needed, once per process (about 0.2 s), with the
 C compiler named by ``$CC`` or else the first of ``cc``, ``gcc``, ``clang`` on the ``PATH``, and
