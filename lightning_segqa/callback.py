@@ -10,23 +10,22 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 
-from lightning_segqa.functional._inputs import detect_format
 from lightning_segqa.gate import ON_FAIL, GateDecision, LabelQualityError, check_gate_args, evaluate_gate
+from lightning_segqa.loggers.steps import scalar_step
 from lightning_segqa.metric import LOCAL_METHODS, LabelQuality
+from lightning_segqa.outputs import KEY_FORMATS, PREDS_KEYS, OutputReader  # noqa: F401  (re-exported)
+from lightning_segqa.publishing import report_rows, table_columns, upload_report_files
 from lightning_segqa.report import (
     DETECTION_METRICS,
-    SHORT_NAMES,
     LabelQualityReport,
+    run_in_background,
     wait_for_writes,
     write_in_background,
 )
 from lightning_segqa.suspects import SuspectHeap
-
-PREDS_KEYS = ("logits", "probs", "preds")
-KEY_FORMATS = {"logits": "logits", "probs": "probs"}  # input_format="auto" trusts these names
 
 
 class LabelQualityMonitor(Callback):
@@ -42,9 +41,12 @@ class LabelQualityMonitor(Callback):
     ``validation_step`` must return a dict holding the model output (key ``preds_key``, by
     default the first of ``logits``, ``probs``, ``preds``), the given mask (``target_key``),
     the dataset index of each image (``index_key``), and optionally the input image
-    (``image_key``) and ground truth (``mislabeled_key``). Or pass ``extract(outputs, batch)``
-    returning such a dict. Predictions must be out of sample (see
-    :func:`~lightning_segqa.cross_validate`) for the scores to mean "mislabeled".
+    (``image_key``), ground truth (``mislabeled_key``) and image names (``name_key``, read from
+    the returned dict or else from the batch). Or pass ``extract(outputs, batch)`` returning
+    such a dict. Several validation dataloaders are scored apart: one report per
+    ``dataloader_idx`` (:attr:`reports`), logged under ``{prefix}_dataloader_{i}`` for ``i > 0``.
+    Predictions must be out of sample (see :func:`~lightning_segqa.cross_validate`) for the
+    scores to mean "mislabeled".
 
     Args:
         num_classes: number of classes.
@@ -52,7 +54,8 @@ class LabelQualityMonitor(Callback):
             callback under 5 % of a validation epoch; pass :data:`~lightning_segqa.METHODS` for
             all seven (about 30 % with a light model: see ``docs/performance.md``).
         rank_by: the score that ranks suspects, defines the suspect share and gates.
-        suspect_threshold: images scoring below it by ``rank_by`` are suspects.
+        suspect_threshold: images scoring below it by ``rank_by`` are suspects (None: the default
+            rule, :data:`~lightning_segqa.suspect_rule.DEFAULT_RULE`).
         top_k: how many worst images to draw each epoch (0: no pictures).
         temperature: softmin temperature.
         ignore_index: class id excluded from every score.
@@ -79,6 +82,10 @@ class LabelQualityMonitor(Callback):
         validate_args: check inputs on every batch (one or two device syncs per batch).
         draw_pictures: draw the ``top_k`` suspects (set False to log numbers and tables only).
         compile: score with compiled one-pass kernels (see :class:`~lightning_segqa.LabelQuality`).
+        name_key: key of each image's name (e.g. file stem) in the returned dict or the batch; shown
+            in tables, captions, the report files and the gate's message (None: no names).
+        start_epoch: first epoch (0-based) at which the gate decides during ``fit``; earlier
+            epochs are scored and logged but never gated (the model is still untrained).
 
     Examples:
         >>> monitor = LabelQualityMonitor(num_classes=12, top_k=8, ignore_index=255)
@@ -91,7 +98,7 @@ class LabelQualityMonitor(Callback):
         num_classes: int,
         methods: Sequence[str] = ("softmin",),
         rank_by: str = "softmin",
-        suspect_threshold: float = 0.1,
+        suspect_threshold: float | None = None,
         top_k: int = 10,
         temperature: float = 0.1,
         ignore_index: int | None = None,
@@ -113,18 +120,21 @@ class LabelQualityMonitor(Callback):
         validate_args: bool = True,
         draw_pictures: bool = True,
         compile: bool = False,
+        name_key: str | None = "name",
+        start_epoch: int = 0,
     ) -> None:
         super().__init__()
-        self.metric = LabelQuality(
-            num_classes,
-            methods=methods,
-            temperature=temperature,
-            ignore_index=ignore_index,
-            input_format=input_format,
-            downsample=downsample,
-            validate_args=validate_args,
-            compile=compile,
-        )
+        self._metric_args = {
+            "num_classes": num_classes,
+            "methods": methods,
+            "temperature": temperature,
+            "ignore_index": ignore_index,
+            "input_format": input_format,
+            "downsample": downsample,
+            "validate_args": validate_args,
+            "compile": compile,
+        }
+        self.metric = LabelQuality(**self._metric_args)
         if rank_by not in self.metric.methods:
             raise ValueError(f"`rank_by` must be one of the computed methods {self.metric.methods}, got {rank_by!r}.")
         check_gate_args(rank_by, suspect_threshold, 0.0 if max_suspect_fraction is None else max_suspect_fraction)
@@ -138,10 +148,12 @@ class LabelQualityMonitor(Callback):
             raise ValueError(f"`class_names` must name all {num_classes} classes, got {len(class_names)} names.")
         if extract is not None and not callable(extract):
             raise TypeError(f"`extract` must be callable as extract(outputs, batch), got {type(extract).__name__}.")
+        if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
+            raise ValueError(f"`start_epoch` must be a non-negative int, got {start_epoch!r}.")
         self.num_classes = num_classes
         self.input_format = input_format
         self.rank_by = rank_by
-        self.suspect_threshold = float(suspect_threshold)
+        self.suspect_threshold = None if suspect_threshold is None else float(suspect_threshold)
         self.top_k = top_k
         self.ignore_index = ignore_index
         self.keys = {
@@ -150,7 +162,9 @@ class LabelQualityMonitor(Callback):
             "index": index_key,
             "image": image_key,
             "is_mislabeled": mislabeled_key,
+            "name": name_key,
         }
+        self.reader = OutputReader(self.keys, extract)
         self.extract = extract
         self.class_names = list(class_names) if class_names is not None else None
         self.palette = palette
@@ -159,16 +173,20 @@ class LabelQualityMonitor(Callback):
         self.every_n_epochs = every_n_epochs
         self.max_suspect_fraction = max_suspect_fraction
         self.on_fail = on_fail
+        self.start_epoch = start_epoch
         # the heap ranks by a per-image score: rank_by when it is one, else softmin/first local
         per_image = [m for m in self.metric.methods if m in (*LOCAL_METHODS, "connected_components")]
         self.heap_method = rank_by if rank_by in per_image else (per_image[0] if per_image else None)
         self.heap = SuspectHeap(top_k if self.heap_method else 0, downsample=downsample)
         self.draw_pictures = draw_pictures
         self.report: LabelQualityReport | None = None
+        #: one report per validation dataloader (``dataloader_idx`` -> report) of the last scored epoch
+        self.reports: dict[int, LabelQualityReport] = {}
         self.decision: GateDecision | None = None
+        self.decisions: dict[int, GateDecision] = {}
         self.last_states: dict[str, Tensor] | None = None
         self._active = False
-        self._checked_keys: dict[str, bool] = {}  # output key -> its values match its name
+        self._others: dict[int, tuple[LabelQuality, SuspectHeap]] = {}  # dataloaders after the first
 
     @property
     def state_key(self) -> str:
@@ -196,10 +214,25 @@ class LabelQualityMonitor(Callback):
         self.metric.to(pl_module.device)
         self.metric.reset()
         self.heap.clear()
-        self.metric.keep_last_batch = self.draw_pictures and self.heap.k > 0
+        self._others = {}
+        self._prepare(self.metric)
         self._active = not trainer.sanity_checking and (
             trainer.state.fn != "fit" or (trainer.current_epoch + 1) % self.every_n_epochs == 0
         )
+
+    def _prepare(self, metric: LabelQuality) -> None:
+        metric.keep_last_batch = self.draw_pictures and self.heap.k > 0
+        metric.track_class_confidence = metric.keep_last_batch  # thresholds that mark wrong pixels
+
+    def _scorer(self, dataloader_idx: int, device: torch.device) -> tuple[LabelQuality, SuspectHeap]:
+        """The metric and heap of one validation dataloader (made on first use for loaders after the first)."""
+        if dataloader_idx == 0:
+            return self.metric, self.heap
+        if dataloader_idx not in self._others:
+            metric = LabelQuality(**self._metric_args).to(device)
+            self._prepare(metric)
+            self._others[dataloader_idx] = (metric, SuspectHeap(self.heap.k, downsample=self.heap.downsample))
+        return self._others[dataloader_idx]
 
     def on_validation_batch_end(
         self,
@@ -210,123 +243,100 @@ class LabelQualityMonitor(Callback):
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
-        """Stream one batch into the metric and the suspect heap."""
+        """Stream one batch into its dataloader's metric and suspect heap."""
         if not self._active:
             return
-        got = self._extract(outputs, batch)
+        got = self.reader.read(outputs, batch)
+        metric, heap = self._scorer(dataloader_idx, pl_module.device)
         if self.input_format == "auto":  # an output named "logits" or "probs" says what it holds
-            self.metric.input_format = self._format_for(got["preds_key"], got["preds"])
-        self.metric.update(got["preds"], got["target"], got["index"], got.get("is_mislabeled"))
-        if self.heap.k and self.metric.last_batch is not None:
-            prepared, scores = self.metric.last_batch
-            self.metric.last_batch = None
+            metric.input_format = self.reader.format_for(got["preds_key"], got["preds"])
+        names = got.get("names")
+        metric.update(got["preds"], got["target"], got["index"], got.get("is_mislabeled"), names=names)
+        if heap.k and metric.last_batch is not None:
+            prepared, scores = metric.last_batch
+            metric.last_batch = None
             if prepared.target.ndim == 3:  # pictures for 2-D images only
-                self.heap.push(
+                heap.push(
                     scores[f"score_{self.heap_method}"],
                     got["index"],
                     prepared,
                     images=got.get("image"),
                     is_mislabeled=got.get("is_mislabeled"),
+                    names=names,
                 )
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Compute the report, log it, write it, and apply the gate."""
+        """Compute one report per dataloader, log and write them, and apply the gate."""
         if not self._active:
             return
         self._active = False
         self.last_states = self.metric.state_tensors()
-        report = self.metric.compute()
-        self.report = report
-        self._log_scalars(pl_module, report)
-        self._gather_heap(trainer)
-        if trainer.is_global_zero:
-            self.publish(trainer, report, step=trainer.global_step)
-        self._apply_gate(trainer, report)
+        scorers = {0: (self.metric, self.heap), **self._others}
+        self.reports = {idx: scorers[idx][0].compute() for idx in sorted(scorers)}
+        self.report = self.reports[0]
+        for idx, report in self.reports.items():
+            heap = scorers[idx][1]
+            self._log_scalars(pl_module, report, self.log_prefix + _tag(idx))
+            self._gather_heap(trainer, heap)
+            if trainer.is_global_zero:  # pictures at the step of the `self.log` scalars
+                self.publish(trainer, report, step=scalar_step(trainer), tag=_tag(idx), heap=heap)
+        self._apply_gate(trainer)
 
     # ------------------------------------------------------------------ pieces
-    def _format_for(self, key: str, preds: Tensor) -> str:
-        """The format the key names, checked against the values of the first batch that uses it."""
-        claimed = KEY_FORMATS.get(key)
-        if claimed is None:
-            return "auto"
-        if key not in self._checked_keys:
-            self._checked_keys[key] = detect_format(preds.detach()) == claimed
-            if not self._checked_keys[key]:
-                warnings.warn(
-                    f"LabelQualityMonitor: the output under {key!r} does not look like {claimed}; its format is "
-                    "detected from the values of every batch instead. Set input_format= to say what it holds.",
-                    UserWarning,
-                    stacklevel=2,
-                )
-        return claimed if self._checked_keys[key] else "auto"
-
-    def _extract(self, outputs: Any, batch: Any) -> dict[str, Any]:
-        data = self.extract(outputs, batch) if self.extract is not None else outputs
-        if not isinstance(data, Mapping):
-            raise TypeError(
-                "LabelQualityMonitor needs `validation_step` to return a dict (e.g. "
-                "{'logits': logits, 'target': mask, 'index': index}) or an `extract(outputs, batch)` "
-                f"callable returning one; got {type(data).__name__}."
-            )
-        preds_key = self.keys["preds"] or next((k for k in PREDS_KEYS if k in data), PREDS_KEYS[0])
-        needed = {"preds": preds_key, "target": self.keys["target"], "index": self.keys["index"]}
-        missing = [key for key in needed.values() if key not in data]
-        if missing:
-            raise KeyError(
-                f"LabelQualityMonitor: the validation output has no {missing}; it has {sorted(map(str, data))}. "
-                "Return those keys from `validation_step`, or configure preds_key=/target_key=/index_key=, "
-                "or pass extract=lambda outputs, batch: {'preds': ..., 'target': ..., 'index': ...}."
-            )
-        got = {name: data[key] for name, key in needed.items()}
-        got["preds_key"] = preds_key
-        for name in ("image", "is_mislabeled"):
-            key = self.keys[name]
-            if key is not None and key in data:
-                got[name] = data[key]
-        return got
-
-    def _log_scalars(self, pl_module: LightningModule, report: LabelQualityReport) -> None:
+    def _log_scalars(self, pl_module: LightningModule, report: LabelQualityReport, prefix: str) -> None:
         from lightning_segqa.gate import suspect_fraction
 
-        values = {f"{self.log_prefix}/suspect_fraction": suspect_fraction(report, self.rank_by, self.suspect_threshold)}
+        values = {f"{prefix}/suspect_fraction": suspect_fraction(report, self.rank_by, self.suspect_threshold)}
         if report.is_mislabeled is not None:
             for method, metrics in report.detection().items():
                 for name in DETECTION_METRICS:
-                    values[f"{self.log_prefix}/{name}_{method}"] = metrics[name]
+                    values[f"{prefix}/{name}_{method}"] = metrics[name]
         for name, value in values.items():
-            pl_module.log(name, float(value), on_epoch=True, sync_dist=False, rank_zero_only=False)
+            # every rank holds the same value (computed from gathered states): "max" keeps it as it is
+            pl_module.log(name, float(value), on_epoch=True, sync_dist=True, reduce_fx="max", rank_zero_only=False)
 
-    def _gather_heap(self, trainer: Trainer) -> None:
-        if trainer.world_size > 1 and self.heap.k and torch.distributed.is_initialized():
+    def _gather_heap(self, trainer: Trainer, heap: SuspectHeap) -> None:
+        if trainer.world_size > 1 and heap.k and torch.distributed.is_initialized():
             gathered: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, self.heap.state())
+            torch.distributed.all_gather_object(gathered, heap.state())
             for items in gathered:
-                self.heap.load(items)
+                heap.load(items)
 
-    def suspect_images(self, report: LabelQualityReport) -> list:
-        """The drawn suspects of the current heap, with the report's final scores."""
+    def suspect_images(self, report: LabelQualityReport, heap: SuspectHeap | None = None) -> list:
+        """The drawn suspects of ``heap`` (default: the first dataloader's), with the report's scores and names."""
+        heap = self.heap if heap is None else heap
         scores = report.scores.get(self.heap_method or "", None)
         by_index = {} if scores is None else dict(zip(report.indexes.tolist(), scores.tolist(), strict=True))
-        return self.heap.entries(
-            self.heap_method or self.rank_by, report.details.get("cl_cutoff"), self.ignore_index, by_index
+        entries = heap.entries(
+            self.heap_method or self.rank_by,
+            report.details.get("cl_cutoff"),
+            self.ignore_index,
+            by_index,
+            class_thresholds=report.details.get("class_confidence"),
         )
+        if report.names is not None:
+            for entry in entries:
+                if getattr(entry, "name", None) is None and entry.index in by_index:
+                    entry.name = report.name_of(entry.index)
+        return entries
 
     @rank_zero_only
-    def publish(self, trainer: Trainer, report: LabelQualityReport, step: int, tag: str = "") -> None:
+    def publish(
+        self, trainer: Trainer, report: LabelQualityReport, step: int, tag: str = "", heap: SuspectHeap | None = None
+    ) -> None:
         """Draw suspects, the ranked table and curves to every logger; queue the report files.
 
-        The JSON/CSV report (and the curves PNG) are written atomically on a background
-        thread; :meth:`teardown` or :func:`~lightning_segqa.report.wait_for_writes` waits for them.
+        The JSON/CSV report (and the curves PNG) are written atomically on a background thread to
+        :meth:`resolve_report_dir`, then attached to W&B/MLflow runs;
+        :meth:`teardown` or :func:`~lightning_segqa.report.wait_for_writes` waits for them.
         """
         from lightning_segqa.loggers import adapters_for
 
         key = f"{self.log_prefix}{tag}"
         adapters = adapters_for(trainer.loggers)
-        suspects = self.suspect_images(report) if self.draw_pictures and adapters else []
+        suspects = self.suspect_images(report, heap) if self.draw_pictures and adapters else []
         rows = report_rows(report, self.rank_by, self.top_k or 10) if adapters else []
-        columns = ["rank", "index", *(SHORT_NAMES[m] for m in report.methods)]
-        if report.is_mislabeled is not None:
-            columns.append("error")
+        columns = table_columns(report)
         figure = None
         truth = report.is_mislabeled
         if truth is not None and 0 < int(truth.sum()) < truth.numel():
@@ -343,38 +353,57 @@ class LabelQualityMonitor(Callback):
                 adapter.log_figure(f"{key}/detection_curves", figure, step)
         # files go through a writer thread: the loop never waits on the disk (see `teardown`)
         out_dir = self.resolve_report_dir(trainer)
-        write_in_background(out_dir / f"label_quality{tag}.json", report.to_json)
-        write_in_background(out_dir / f"label_quality{tag}.csv", partial(report.to_csv, method=self.rank_by))
+        paths = [out_dir / f"label_quality{tag}.json", out_dir / f"label_quality{tag}.csv"]
+        write_in_background(paths[0], report.to_json)
+        write_in_background(paths[1], partial(report.to_csv, method=self.rank_by))
         if figure is not None:
             from lightning_segqa.loggers.base import png_bytes
             from lightning_segqa.visuals import figure_to_array
 
-            write_in_background(out_dir / f"detection_curves{tag}.png", png_bytes(figure_to_array(figure)))
+            paths.append(out_dir / f"detection_curves{tag}.png")
+            write_in_background(paths[-1], png_bytes(figure_to_array(figure)))
+        run_in_background(partial(upload_report_files, adapters, paths))
 
     def resolve_report_dir(self, trainer: Trainer) -> Path:
-        """Where the report files go."""
+        """Where the report files go: ``report_dir``, else the first logger's run folder, else ``default_root_dir``.
+
+        The run folder is the ``log_dir`` of TensorBoard and CSV loggers, ``segqa/`` in a W&B run's
+        files, and ``segqa/`` in an MLflow run's artifacts, so each run keeps its own files.
+        """
         if self.report_dir is not None:
             return self.report_dir
-        for logger in trainer.loggers:
-            log_dir = getattr(logger, "log_dir", None)
-            if isinstance(log_dir, str):
-                return Path(log_dir)
+        from lightning_segqa.loggers import adapters_for
+
+        for adapter in adapters_for(trainer.loggers):
+            run_dir = adapter.run_dir()
+            if run_dir is not None:
+                return run_dir
         return Path(trainer.default_root_dir)
 
-    def _apply_gate(self, trainer: Trainer, report: LabelQualityReport) -> None:
+    def _apply_gate(self, trainer: Trainer) -> None:
         if self.max_suspect_fraction is None:
             return
-        decision = evaluate_gate(report, self.rank_by, self.suspect_threshold, self.max_suspect_fraction)
-        failed = trainer.strategy.reduce_boolean_decision(not decision.passed, all=False)
-        self.decision = decision
+        if trainer.state.fn == "fit" and trainer.current_epoch < self.start_epoch:
+            return  # warm-up: no decision on a model that has barely trained (same on every rank)
+        self.decisions = {
+            idx: evaluate_gate(report, self.rank_by, self.suspect_threshold, self.max_suspect_fraction)
+            for idx, report in self.reports.items()
+        }
+        self.decision = self.decisions[0]
+        failing = [(idx, d) for idx, d in self.decisions.items() if not d.passed]
+        failed = trainer.strategy.reduce_boolean_decision(bool(failing), all=False)
         if not failed:
             return
+        several = len(self.decisions) > 1
+        message = " ".join(f"[dataloader {idx}] {d.message}" if several else d.message for idx, d in failing)
         if self.on_fail == "raise":
             wait_for_writes()  # the report that failed the gate is on disk before the error
-            raise LabelQualityError(decision.message)
+            err = LabelQualityError.from_decision(failing[0][1] if failing else self.decision)
+            err.args = (message or err.args[0],)
+            raise err
         if self.on_fail == "stop":
             trainer.should_stop = True
-        warnings.warn(decision.message, UserWarning, stacklevel=2)
+        rank_zero_warn(message or self.decision.message, category=UserWarning)
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:
@@ -396,14 +425,6 @@ class LabelQualityMonitor(Callback):
         self.heap.load(state_dict.get("heap", []))
 
 
-def report_rows(report: LabelQualityReport, method: str, k: int) -> list[list[Any]]:
-    """Rows of the ranked table: rank, index, every score, and the known error flag."""
-    pos = {int(i): p for p, i in enumerate(report.indexes.tolist())}
-    rows = []
-    for rank, idx in enumerate(report.suspects(method, k=k).tolist(), start=1):
-        p = pos[idx]
-        row: list[Any] = [rank, idx, *(round(float(report.scores[m][p]), 4) for m in report.methods)]
-        if report.is_mislabeled is not None:
-            row.append(bool(report.is_mislabeled[p]))
-        rows.append(row)
-    return rows
+def _tag(dataloader_idx: int) -> str:
+    """Suffix of logged names and file names of one validation dataloader ("" for the first)."""
+    return "" if dataloader_idx == 0 else f"_dataloader_{dataloader_idx}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,7 @@ import torch
 from lightning_segqa.callback import LabelQualityMonitor
 from lightning_segqa.cross_validation import CrossValidation
 from lightning_segqa.models import SegmentationModule
-from lightning_segqa.report import METHODS, LabelQualityReport
+from lightning_segqa.report import METHODS, LabelQualityReport, method_legend
 
 
 @dataclass
@@ -34,6 +35,7 @@ class TrainingConfig:
     device: str = "auto"
     seed: int = 0
     checkpoint: str = "last"
+    encoder_weights: str | None = None
     progress: bool = True
     extra_trainer_kwargs: dict[str, Any] = field(default_factory=dict)
 
@@ -86,6 +88,7 @@ def run_cross_validation(
             lr=config.lr,
             ignore_index=ignore_index,
             decoder_channels=config.decoder_channels,
+            encoder_weights=config.encoder_weights,
         ),
         dataset,
         monitor,
@@ -95,8 +98,35 @@ def run_cross_validation(
         batch_size=config.batch_size,
         trainer_kwargs=config.trainer_kwargs(),
         checkpoint=config.checkpoint,
+        checkpoint_monitor="val_loss" if config.checkpoint == "best" else None,
     )
     return cv.run()
+
+
+def make_demo_dataset(
+    num_images: int = 120, height: int = 64, width: int = 96, error: str = "drop", fraction: float | None = None,
+    seed: int = 0,
+) -> torch.utils.data.Dataset:  # fmt: skip
+    """The demo's street scenes with injected errors (``is_mislabeled`` known).
+
+    Scenes, error images and folds each draw from their own stream of ``seed`` (see
+    :func:`~lightning_segqa.seeding.derive_seed`), so the corrupted images spread over the folds.
+
+    Examples:
+        >>> ds = make_demo_dataset(10, 32, 32, "swap", 0.3)
+        >>> len(ds), int(ds.is_mislabeled.sum())
+        (10, 3)
+    """
+    from lightning_segqa.data import UNLABELED_INDEX, TensorSegmentationDataset, make_street_scenes
+    from lightning_segqa.noise import PAPER_FRACTIONS, inject_label_errors
+    from lightning_segqa.seeding import derive_seed
+
+    fraction = PAPER_FRACTIONS[error] if fraction is None else fraction
+    images, masks = make_street_scenes(num_images, height, width, seed=derive_seed(seed, "scenes"))
+    noisy, truth = inject_label_errors(
+        masks, error, fraction, seed=derive_seed(seed, "errors"), unlabeled_index=UNLABELED_INDEX
+    )
+    return TensorSegmentationDataset(images, noisy, truth)
 
 
 def run_demo(
@@ -115,20 +145,12 @@ def run_demo(
         >>> callable(run_demo)
         True
     """
-    from lightning_segqa.data import (
-        STREET_CLASSES,
-        STREET_PALETTE,
-        UNLABELED_INDEX,
-        TensorSegmentationDataset,
-        make_street_scenes,
-    )
-    from lightning_segqa.noise import PAPER_FRACTIONS, inject_label_errors
+    from lightning_segqa.data import STREET_CLASSES, STREET_PALETTE
 
     config = config or TrainingConfig()
-    fraction = PAPER_FRACTIONS[error] if fraction is None else fraction
     start = time.perf_counter()
-    images, masks = make_street_scenes(num_images, height, width, seed=config.seed)
-    noisy, truth = inject_label_errors(masks, error, fraction, seed=config.seed, unlabeled_index=UNLABELED_INDEX)
+    dataset = make_demo_dataset(num_images, height, width, error, fraction, config.seed)
+    truth = dataset.is_mislabeled
     echo(
         f"Built {num_images} street scenes ({height}x{width}, {len(STREET_CLASSES)} classes); "
         f"injected '{error}' errors into {int(truth.sum())} of them."
@@ -137,15 +159,13 @@ def run_demo(
         f"Training {config.folds} {config.arch}/{config.encoder} models ({config.epochs} epochs each), "
         "one per fold, so every image gets an out-of-sample prediction..."
     )
-    dataset = TensorSegmentationDataset(images, noisy, truth)
     report = run_cross_validation(
         dataset, len(STREET_CLASSES), work_dir, config, list(STREET_CLASSES), palette=STREET_PALETTE
     )
     echo("")
     echo(report.table("softmin", k=10))
-    echo("")
-    echo(f"Done in {time.perf_counter() - start:.0f} s. Report: {Path(work_dir) / 'label_quality.json'}")
-    echo(f"See the suspects and curves: tensorboard --logdir {work_dir}")
+    echo(f"Done in {time.perf_counter() - start:.0f} s.")
+    echo_outputs(report, work_dir, echo)
     return report
 
 
@@ -175,6 +195,14 @@ def run_audit(
     dataset = FolderSegmentationDataset(images_dir, masks_dir, num_classes, ignore_index=ignore_index, size=size)
     if class_names is not None and len(class_names) != num_classes:
         raise ValueError(f"--class-names lists {len(class_names)} names for {num_classes} classes.")
+    top = dataset.max_class_id
+    if top is not None and top < num_classes - 1:
+        warnings.warn(
+            f"--num-classes is {num_classes} but the largest class id in the masks is {top}: ids {top + 1}.."
+            f"{num_classes - 1} never appear. If the masks use ids 0..{top} only, pass --num-classes {top + 1}.",
+            UserWarning,
+            stacklevel=2,
+        )
     echo(f"Auditing {len(dataset)} image/mask pairs with {config.folds}-fold cross-validation...")
     report = run_cross_validation(dataset, num_classes, work_dir, config, class_names, ignore_index, top_k)
     names = dataset.names
@@ -182,5 +210,32 @@ def run_audit(
     echo(report.table("softmin", k=top_k))
     echo("")
     echo("Worst masks: " + ", ".join(names[i] for i in report.suspects("softmin", k=top_k).tolist()))
-    echo(f"Report: {Path(work_dir) / 'label_quality.json'}; pictures: tensorboard --logdir {work_dir}")
+    echo_outputs(report, work_dir, echo)
     return report
+
+
+def echo_outputs(report: LabelQualityReport, work_dir: str | Path, echo: Any = print) -> None:
+    """Explain the table's method names and say where the report files and the pictures are.
+
+    Examples:
+        >>> import tempfile
+        >>> r = LabelQualityReport(torch.arange(2), {"softmin": torch.tensor([0.2, 0.9])})
+        >>> echo_outputs(r, tempfile.mkdtemp())  # doctest: +ELLIPSIS
+        Methods: SM = softmin (the paper method); lower = more likely mislabeled.
+        Files in ...:
+        ...
+    """
+    work_dir = Path(work_dir)
+    echo(f"Methods: {method_legend(report.methods)}")
+    echo(f"Files in {work_dir}:")
+    files = {
+        "label_quality.json": "every image's scores (and names); input of `segqa gate`",
+        "label_quality.csv": "the same, one row per image, ranked by softmin",
+        "detection_curves.png": "ROC and precision-recall curves of the known errors",
+    }
+    for name, what in files.items():
+        if name != "detection_curves.png" or (work_dir / name).exists():
+            echo(f"  {name:<22} {what}")
+    merged = work_dir / "logs" / "merged"
+    echo(f"  {'logs/merged/':<22} TensorBoard run of the merged report: suspect pictures, ranked table")
+    echo(f"See the worst masks: tensorboard --logdir {merged}")

@@ -91,8 +91,26 @@ def detection_metrics(scores: Tensor, is_mislabeled: Tensor) -> dict[str, float]
     }
 
 
+def _file_mode() -> int:
+    """Permissions of a new file under the process's umask (``0o644`` under the usual ``022``)."""
+    if hasattr(os, "umask"):
+        try:  # Linux: read the umask without changing it (os.umask would race other threads)
+            for line in Path("/proc/self/status").read_text().splitlines():
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+        except (OSError, ValueError):
+            pass
+    return 0o644
+
+
+_FILE_MODE = _file_mode()
+
+
 def atomic_write(path: Path, data: str | bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file and ``os.replace``: never a broken file.
+
+    The file gets the permissions of any other new file (``0o644`` under the usual umask), not
+    the owner-only ``0o600`` of a temporary file.
 
     Examples:
         >>> import tempfile
@@ -106,6 +124,7 @@ def atomic_write(path: Path, data: str | bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(raw)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -140,11 +159,25 @@ def write_in_background(path: Path, data: str | bytes | Callable[[], str | bytes
         >>> wait_for_writes(); target.read_text()
         'written on the writer thread'
     """
-    global _WRITER
 
     def job() -> None:
         atomic_write(path, data() if callable(data) else data)
 
+    run_in_background(job)
+
+
+def run_in_background(job: Callable[[], None]) -> None:
+    """Queue ``job`` on the writer thread, after everything queued before it (e.g. an upload of written files).
+
+    :func:`wait_for_writes` waits for it and re-raises its failure like a failed write.
+
+    Examples:
+        >>> done = []
+        >>> run_in_background(lambda: done.append(True))
+        >>> wait_for_writes(); done
+        [True]
+    """
+    global _WRITER
     with _WRITER_LOCK:
         if _WRITER is None:
             _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segqa-writer")
@@ -175,6 +208,8 @@ class LabelQualityReport:
         is_mislabeled: ``(N,)`` bool ground truth when it was given, else None.
         details: dataset-level quantities (confident-learning cutoff and thresholds, TCCP
             thresholds, ...), JSON-serialisable.
+        names: ``N`` image names aligned with ``indexes`` (e.g. file stems; ``""`` where a name
+            is unknown), or None when no name was given.
 
     Examples:
         >>> r = LabelQualityReport(torch.tensor([0, 1, 2]), {"softmin": torch.tensor([0.9, 0.1, 0.5])})
@@ -182,12 +217,16 @@ class LabelQualityReport:
         [1, 2, 0]
         >>> r.suspects("softmin", threshold=0.6).tolist()
         [1, 2]
+        >>> named = LabelQualityReport(torch.tensor([4, 9]), {"softmin": torch.tensor([0.2, 0.1])}, names=["a", "b"])
+        >>> named.label(9), named.name_of(4)
+        ('b (#9)', 'a')
     """
 
     indexes: Tensor
     scores: dict[str, Tensor]
     is_mislabeled: Tensor | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    names: list[str] | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         # torchmetrics squeezes one-element tensors in what `compute()` returns, dataclass fields
@@ -205,6 +244,12 @@ class LabelQualityReport:
                 raise ValueError(f"scores[{name!r}] has shape {tuple(s.shape)}, expected ({n},).")
         if self.is_mislabeled is not None and self.is_mislabeled.shape != (n,):
             raise ValueError(f"`is_mislabeled` has shape {tuple(self.is_mislabeled.shape)}, expected ({n},).")
+        if self.names is not None:
+            if isinstance(self.names, str) or not all(isinstance(v, str) for v in self.names):
+                raise TypeError(f"`names` must be a list of str (one per image), got {self.names!r:.80}.")
+            if len(self.names) != n:
+                raise ValueError(f"`names` has {len(self.names)} entries, expected one per image ({n}).")
+            object.__setattr__(self, "names", list(self.names))
 
     @property
     def methods(self) -> list[str]:
@@ -219,6 +264,20 @@ class LabelQualityReport:
             raise ValueError(f"`method` must be one of {self.methods}, got {method!r}.")
         return self.scores[method]
 
+    def name_of(self, index: int) -> str | None:
+        """The name of the image with dataset index ``index`` (None when the report has no name for it)."""
+        if self.names is None:
+            return None
+        hits = (self.indexes == int(index)).nonzero().flatten().tolist()
+        if not hits:
+            raise KeyError(f"The report has no image with index {index}.")
+        return self.names[hits[0]] or None
+
+    def label(self, index: int) -> str:
+        """How an image is shown to people: ``"NAME (#INDEX)"``, or ``"#INDEX"`` without a name."""
+        name = self.name_of(index)
+        return f"{name} (#{int(index)})" if name else f"#{int(index)}"
+
     def ranking(self, method: str = "softmin") -> Tensor:
         """Dataset indexes from most to least likely mislabeled (NaN scores last)."""
         return self.indexes[_order(self._method(method))]
@@ -229,17 +288,25 @@ class LabelQualityReport:
         Args:
             method: which score to rank by.
             k: keep at most the ``k`` worst.
-            threshold: keep images whose score is below this value.
+            threshold: keep images whose score is below this value. With neither ``k`` nor
+                ``threshold``, the default rule picks the suspects
+                (:data:`~lightning_segqa.suspect_rule.DEFAULT_RULE`).
 
         Returns:
-            The selected indexes; all ranked images when neither ``k`` nor ``threshold`` is set.
+            The selected indexes (NaN scores are never suspects by threshold or rule).
         """
-        if k is not None and (not isinstance(k, int) or k < 0):
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 0):
             raise ValueError(f"`k` must be a non-negative int, got {k!r}.")
+        if threshold is not None and (not isinstance(threshold, (int, float)) or math.isnan(threshold)):
+            raise ValueError(f"`threshold` must be a number or None (the default rule), got {threshold!r}.")
         scores = self._method(method)
         order = _order(scores)
         if threshold is not None:
             order = order[scores[order] < threshold]
+        elif k is None:
+            from lightning_segqa.suspect_rule import default_suspect_mask
+
+            order = order[default_suspect_mask(scores, method)[order]]
         if k is not None:
             order = order[:k]
         return self.indexes[order]
@@ -257,6 +324,7 @@ class LabelQualityReport:
             "scores": {m: [None if math.isnan(v) else v for v in s.tolist()] for m, s in self.scores.items()},
             "is_mislabeled": None if self.is_mislabeled is None else self.is_mislabeled.tolist(),
             "details": self.details,
+            "names": self.names,
         }
         if self.is_mislabeled is not None:
             out["detection"] = self.detection()
@@ -271,11 +339,13 @@ class LabelQualityReport:
                 for m, s in data["scores"].items()
             }
             truth = data.get("is_mislabeled")
+            names = data.get("names")
             return cls(
                 indexes=torch.tensor(data["indexes"], dtype=torch.long),
                 scores=scores,
                 is_mislabeled=None if truth is None else torch.tensor(truth, dtype=torch.bool),
                 details=dict(data.get("details", {})),
+                names=None if names is None else list(names),
             )
         except (KeyError, TypeError) as err:
             raise ValueError(f"Not a label-quality report: {err!r}") from err
@@ -299,15 +369,20 @@ class LabelQualityReport:
         return cls.from_dict(json.loads(text))
 
     def to_csv(self, path: str | os.PathLike | None = None, method: str | None = None) -> str:
-        """CSV with one row per image, ranked by ``method`` (default: first method)."""
+        """CSV with one row per image, ranked by ``method`` (default: first method).
+
+        Columns: ``rank``, ``index``, ``name`` (empty when unknown), one per method, and
+        ``is_mislabeled`` when known.
+        """
         method = method or self.methods[0]
         buf = io.StringIO()
         writer = csv.writer(buf)
         writer.writerow(
-            ["rank", "index", *self.methods, *(["is_mislabeled"] if self.is_mislabeled is not None else [])]
+            ["rank", "index", "name", *self.methods, *(["is_mislabeled"] if self.is_mislabeled is not None else [])]
         )
         order = _order(self._method(method))
-        columns = [range(1, len(order) + 1), self.indexes[order].tolist()]
+        names = self.names or [""] * len(self)
+        columns = [range(1, len(order) + 1), self.indexes[order].tolist(), [names[p] for p in order.tolist()]]
         columns += [[f"{v:.6g}" for v in self.scores[m][order].tolist()] for m in self.methods]
         if self.is_mislabeled is not None:
             columns.append(self.is_mislabeled[order].int().tolist())
@@ -327,19 +402,21 @@ class LabelQualityReport:
 def format_table(report: LabelQualityReport, method: str, k: int) -> str:
     """Render the ranked table used by ``str(report)`` and the command line."""
     methods = report.methods
-    head = ["rank", "index", *(SHORT_NAMES.get(m, m) for m in methods)]
+    named = report.names is not None
+    head = ["rank", "index", *(["name"] if named else []), *(SHORT_NAMES.get(m, m) for m in methods)]
     if report.is_mislabeled is not None:
         head.append("error")
     rows = []
     pos = {int(i): p for p, i in enumerate(report.indexes.tolist())}
     for r, idx in enumerate(report.suspects(method, k=k).tolist(), start=1):
         p = pos[idx]
-        row = [str(r), str(idx), *(f"{float(report.scores[m][p]):.4f}" for m in methods)]
+        name = [report.names[p]] if report.names is not None else []
+        row = [str(r), str(idx), *name, *(f"{float(report.scores[m][p]):.4f}" for m in methods)]
         if report.is_mislabeled is not None:
             row.append("yes" if bool(report.is_mislabeled[p]) else "")
         rows.append(row)
     lines = [f"{len(report)} images ranked by {method} (lower = more likely mislabeled); worst {len(rows)}:"]
-    lines += _columns([head, *rows])
+    lines += _columns([head, *rows], left=2 if named else None)
     if report.is_mislabeled is not None:
         det = report.detection()
         lines += ["", f"Detection of {int(report.is_mislabeled.sum())} known errors:"]
@@ -349,6 +426,32 @@ def format_table(report: LabelQualityReport, method: str, k: int) -> str:
     return "\n".join(lines)
 
 
-def _columns(rows: Sequence[Sequence[str]]) -> list[str]:
+def _columns(rows: Sequence[Sequence[str]], left: int | None = None) -> list[str]:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return ["  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return [
+        "  ".join(c.ljust(w) if i == left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
+        for r in rows
+    ]
+
+
+def method_legend(methods: Sequence[str]) -> str:
+    """One line explaining the short method names used in tables.
+
+    Examples:
+        >>> method_legend(["softmin", "iou"])
+        'SM = softmin (the paper method), IoU = intersection over union; lower = more likely mislabeled.'
+    """
+    return ", ".join(f"{SHORT_NAMES.get(m, m)} = {_LONG_NAMES.get(m, m)}" for m in methods) + (
+        "; lower = more likely mislabeled."
+    )
+
+
+_LONG_NAMES = {
+    "softmin": "softmin (the paper method)",
+    "confidence_in_label": "mean confidence in the given label",
+    "correctly_classified_pixels": "share of correctly classified pixels",
+    "thresholded_ccp": "thresholded CCP",
+    "iou": "intersection over union",
+    "connected_components": "connected components",
+    "confident_learning_counts": "confident-learning issue counts",
+}

@@ -78,7 +78,7 @@ def test_tensorboard_and_csv_logging(data, tmp_path):
     scalars = acc.Scalars("segqa/auroc_softmin")
     assert len(scalars) == 2  # one per epoch, none from the sanity check
     assert scalars[-1].value == pytest.approx(auroc, abs=1e-6)
-    last_step = trainer.global_step
+    last_step = scalars[-1].step  # pictures sit at the step of the epoch's scalars
     image_tags = [
         t for t in acc.Tags()["images"] if t.startswith("segqa/suspects") and acc.Images(t)[-1].step == last_step
     ]
@@ -86,8 +86,9 @@ def test_tensorboard_and_csv_logging(data, tmp_path):
     first = acc.Images(image_tags[0])[-1]
     assert first.width > 48 and first.height >= 32
     worst = report.ranking("softmin")[0].item()
-    assert any(f"idx{worst}" in t for t in image_tags)
     text_tags = acc.Tags()["tensors"]
+    captions = acc.Tensors(next(t for t in text_tags if "captions" in t))[-1].tensor_proto.string_val[0].decode()
+    assert f"idx {worst}" in captions.splitlines()[0]
     table_tag = next(t for t in text_tags if "ranking" in t)
     table = acc.Tensors(table_tag)[-1].tensor_proto.string_val[0].decode()
     assert f"| 1 | {worst} |" in table.replace("  ", " ")
@@ -220,7 +221,11 @@ def test_suspect_heap_keeps_worst_and_nan_when_room():
 
 
 def test_fit_with_wandb_and_mlflow_loggers(data, tmp_path, monkeypatch):
-    """Both loggers attached to one real fit: each gets the pictures, the table and the scalars."""
+    """Both loggers attached to one real fit: each gets the pictures, the table, the scalars and the report files.
+
+    The report files land in the W&B run's own folder (the first logger) and in the MLflow run's
+    artifacts, readable by others, never in the working directory where the next run would overwrite them.
+    """
     wandb = pytest.importorskip("wandb", reason="wandb is not installed")
     pytest.importorskip("mlflow", reason="mlflow / mlflow-skinny is not installed")
     from urllib.parse import unquote, urlparse
@@ -238,10 +243,11 @@ def test_fit_with_wandb_and_mlflow_loggers(data, tmp_path, monkeypatch):
         "MLFLOW_DISABLE_TELEMETRY": "true",
     }.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)
     (tmp_path / "wandb").mkdir()
     wb = WandbLogger(offline=True, save_dir=str(tmp_path / "wandb"), project="segqa-fit")
     ml = MLFlowLogger(experiment_name="segqa-fit", tracking_uri=f"file:{tmp_path}/mlruns")
-    monitor = LabelQualityMonitor(K, top_k=2, class_names=STREET_CLASSES, report_dir=tmp_path / "report")
+    monitor = LabelQualityMonitor(K, top_k=2, class_names=STREET_CLASSES)
     try:
         trainer, _ = fit(data, tmp_path, monitor, [wb, ml])
         run_dir = Path(wb.experiment.dir)
@@ -259,10 +265,18 @@ def test_fit_with_wandb_and_mlflow_loggers(data, tmp_path, monkeypatch):
     history = client.get_metric_history(ml.run_id, "segqa/auroc_softmin")
     assert len(history) == 2 and history[-1].value == pytest.approx(auroc, abs=1e-6)
     art = Path(unquote(urlparse(client.get_run(ml.run_id).info.artifact_uri).path))
-    step_dir = art / "segqa" / "suspects" / f"step{trainer.global_step:06d}"
-    assert len(list(step_dir.glob("rank*_idx*.png"))) == 2
-    # the report files, written by the background writer before fit returned
-    assert json.loads((tmp_path / "report" / "label_quality.json").read_text())["indexes"] == list(range(len(data)))
+    step_dir = sorted((art / "segqa" / "suspects").glob("step*"))[-1]
+    assert len(list(step_dir.glob("rank*.png"))) == 2
+    # the report files: in the W&B run's folder and the MLflow run's artifacts, not in the working directory
+    assert monitor.resolve_report_dir(trainer) == run_dir / "segqa"
+    for folder in (run_dir / "segqa", art / "segqa"):
+        saved = json.loads((folder / "label_quality.json").read_text())
+        assert saved["indexes"] == list(range(len(data)))
+        assert saved["scores"]["softmin"] == pytest.approx(monitor.report.scores["softmin"].tolist(), abs=1e-6)
+        assert (folder / "label_quality.csv").stat().st_mode & 0o777 == 0o644
+    assert not list(tmp_path.glob("label_quality*")) and not list(tmp_path.glob("**/segqa/segqa"))
+    artifacts = {f.path for f in client.list_artifacts(ml.run_id, "segqa")}
+    assert {"segqa/label_quality.json", "segqa/label_quality.csv"} <= artifacts
 
 
 def test_probabilities_under_the_logits_key_are_caught(data, tmp_path):

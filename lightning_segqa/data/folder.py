@@ -54,7 +54,8 @@ class FolderSegmentationDataset(Dataset):
     missing or empty folder, an image without a mask or a mask without an image, different
     sizes, a multi-channel mask, or a class id ``>= num_classes`` other than ``ignore_index``.
     Items are :class:`TensorSegmentationDataset` dicts plus ``"name"``, the file stem; the
-    attribute ``names`` lists the sorted stems.
+    attribute ``names`` lists the sorted stems and ``max_class_id`` the largest class id found in
+    the masks (``ignore_index`` left out; None when no mask has a class pixel).
 
     Args:
         images_dir: folder of images.
@@ -70,8 +71,8 @@ class FolderSegmentationDataset(Dataset):
         >>> with tempfile.TemporaryDirectory() as root:
         ...     ds = FolderSegmentationDataset(*write_folder_dataset(root, images, masks), 9)
         ...     item = ds[0]
-        >>> ds.names, item["image"].shape, bool(torch.equal(item["mask"], masks[0]))
-        (['00000', '00001'], torch.Size([3, 32, 48]), True)
+        >>> ds.names, item["image"].shape, bool(torch.equal(item["mask"], masks[0])), ds.max_class_id
+        (['00000', '00001'], torch.Size([3, 32, 48]), True, 8)
 
     """
 
@@ -104,6 +105,7 @@ class FolderSegmentationDataset(Dataset):
         if lossy:
             msg = f"JPEG masks ({', '.join(lossy[:_MAX_LISTED])}): lossy compression corrupts ids"
             warnings.warn(msg + "; save masks as PNG", UserWarning, stacklevel=2)
+        self.max_class_id: int | None = None
         for name in self.names:
             image_file, mask_file = images[name], masks[name]
             with pil.open(image_file) as img, pil.open(mask_file) as msk:
@@ -115,6 +117,9 @@ class FolderSegmentationDataset(Dataset):
                     problems.append(f"mask {mask_file.name} is {msk.mode}, not one channel")
                     continue
                 ids = np.unique(np.asarray(msk)).astype(np.int64).tolist()
+            labelled = [i for i in ids if i != ignore_index]
+            if labelled:
+                self.max_class_id = max(labelled[-1], -1 if self.max_class_id is None else self.max_class_id)
             bad = [i for i in ids if not 0 <= i < num_classes and i != ignore_index]
             if bad:
                 extra = "" if ignore_index is None else f" (ignore_index={ignore_index})"

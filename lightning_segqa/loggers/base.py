@@ -159,7 +159,33 @@ class LoggerAdapter(ABC):
         """Write ``data`` to ``{key}_step{step:06d}.json`` in the adapter's output folder."""
         _check(step, data=data)
         blob = json.dumps(_plain(data), indent=2, default=str).encode()
-        atomic_write(self._output_dir() / f"{_safe_key(key)}_step{step:06d}.json", blob)
+        atomic_write(self._key_path(key, f"_step{step:06d}.json"), blob)
+
+    def run_dir(self) -> Path | None:
+        """The run's own local folder for report files: ``log_dir`` when the logger has one, else None.
+
+        Examples:
+            >>> import tempfile
+            >>> from lightning.pytorch.loggers import CSVLogger
+            >>> from lightning_segqa.loggers import adapter_for
+            >>> root = tempfile.mkdtemp()
+            >>> adapter_for(CSVLogger(root, name="run")).run_dir() == Path(root) / "run" / "version_0"
+            True
+        """
+        log_dir = getattr(self.logger, "log_dir", None)
+        return Path(log_dir) if isinstance(log_dir, (str, os.PathLike)) else None
+
+    def upload_files(self, paths: Sequence[Path]) -> None:
+        """Attach report files written on disk to the run (a no-op where the files already are the run's)."""
+        return None
+
+    def _key_path(self, key: str, suffix: str = "") -> Path:
+        """``files_dir() / key + suffix``, without repeating the folder's own name (no ``segqa/segqa/``)."""
+        root = self._output_dir()
+        parts = _safe_key(key).split("/")
+        if len(parts) > 1 and parts[0] == root.name:
+            parts = parts[1:]
+        return root.joinpath(*parts[:-1], parts[-1] + suffix)
 
     def files_dir(self) -> Path:
         """Return ``segqa/`` under the logger's ``log_dir``, else ``save_dir``, else a temp dir."""

@@ -14,7 +14,6 @@ from lightning_segqa.loggers.base import (
     _check,
     _csv,
     _records,
-    _safe_key,
     _table,
     atomic_write,
     png_bytes,
@@ -53,7 +52,7 @@ class FileAdapter(LoggerAdapter):
         _check(step, suspects)
         if not suspects:
             return
-        folder = self._output_dir() / _safe_key(key) / f"step{step:06d}"
+        folder = self._key_path(key) / f"step{step:06d}"
         for r, s in enumerate(suspects, start=1):
             arr = render_suspect(s, class_names, palette, ignore_index)
             atomic_write(folder / f"rank{r:02d}_idx{s.index}.png", png_bytes(arr))
@@ -64,13 +63,13 @@ class FileAdapter(LoggerAdapter):
         """Write ``{key}_step{step:06d}.csv``."""
         _check(step)
         blob = _csv(columns, _table(columns, rows))
-        atomic_write(self._output_dir() / f"{_safe_key(key)}_step{step:06d}.csv", blob)
+        atomic_write(self._key_path(key, f"_step{step:06d}.csv"), blob)
 
     def log_figure(self, key: str, figure: Any, step: int) -> None:
         """Write ``{key}_step{step:06d}.png``."""
         _check(step)
         blob = png_bytes(figure_to_array(figure))
-        atomic_write(self._output_dir() / f"{_safe_key(key)}_step{step:06d}.png", blob)
+        atomic_write(self._key_path(key, f"_step{step:06d}.png"), blob)
 
 
 class CSVAdapter(FileAdapter):

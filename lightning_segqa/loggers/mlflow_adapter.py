@@ -2,13 +2,29 @@
 
 from __future__ import annotations
 
+import tempfile
+import weakref
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlparse
+from urllib.request import url2pathname
 
 from torch import Tensor
 
-from lightning_segqa.loggers.base import LoggerAdapter, Names, Rows, _check, _plain, _records, _safe_key, _table
+from lightning_segqa.loggers.base import (
+    LoggerAdapter,
+    Names,
+    Rows,
+    _check,
+    _plain,
+    _records,
+    _safe_key,
+    _table,
+)
 from lightning_segqa.visuals import SuspectImage, render_suspect
+
+_STAGING: weakref.WeakKeyDictionary[Any, Path] = weakref.WeakKeyDictionary()  # remote stores: local copies
 
 
 class MLFlowAdapter(LoggerAdapter):
@@ -67,3 +83,29 @@ class MLFlowAdapter(LoggerAdapter):
         _check(step, data=data)
         name = f"{_safe_key(key)}_step{step:06d}.json"
         self.logger.experiment.log_dict(self.logger.run_id, _plain(data), name)
+
+    def _local_artifacts(self) -> Path | None:
+        """The run's artifact folder when the artifact store is a local folder, else None."""
+        uri = self.logger.experiment.get_run(self.logger.run_id).info.artifact_uri
+        parsed = urlparse(uri)
+        if parsed.scheme not in ("", "file"):
+            return None
+        return Path(url2pathname(unquote(parsed.path)))
+
+    def run_dir(self) -> Path:
+        """``segqa/`` in the run's local artifact folder; for a remote store, a local folder to upload from."""
+        local = self._local_artifacts()
+        if local is not None:
+            return local / "segqa"
+        if self.logger not in _STAGING:
+            _STAGING[self.logger] = Path(tempfile.mkdtemp(prefix=f"segqa_{self.logger.run_id}_"))
+        return _STAGING[self.logger]
+
+    def upload_files(self, paths: Sequence[Path]) -> None:
+        """Log the files as run artifacts under ``segqa/`` (files already in the run's artifact folder stay)."""
+        local = self._local_artifacts()
+        for path in paths:
+            path = Path(path).resolve()
+            if local is not None and path.is_relative_to(local.resolve()):
+                continue
+            self.logger.experiment.log_artifact(self.logger.run_id, str(path), artifact_path="segqa")

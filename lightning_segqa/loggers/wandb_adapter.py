@@ -26,13 +26,16 @@ def _wandb_masks(s: SuspectImage, names: Names, ignore_index: int | None) -> dic
         labels.update({int(c): names[c] if c < len(names) else f"class {c}" for c in ids})
         labels.update({255: "ignore"} if ignore.any() else {})
         out[kind] = {"mask_data": np.where(ignore, 255, m).astype(np.uint8), "class_labels": labels}
+    if s.issue_mask is not None:  # the pixels the evidence says are mislabeled, as a third overlay
+        marked = s.issue_mask.detach().cpu().numpy().astype(np.uint8)
+        out["marked"] = {"mask_data": marked, "class_labels": {1: f"marked: {s.mark_rule or 'suspect pixels'}"}}
     return out
 
 
 class WandbAdapter(LoggerAdapter):
     """``WandbLogger``: ``log_image`` with mask overlays, ``log_table``, figures as images.
 
-    ``{key}/masks`` gets each suspect's image (or its suspicious-pixel map when there is none)
+    ``{key}/masks`` gets each suspect's image (or its pixel-score heat map when there is none)
     with the given and predicted masks as W&B overlays; ``{key}/panels`` gets the rendered panels
     (padded with white to one size).
     Captions are ``rank{r:02d} <caption>``. JSON goes to ``segqa/`` in the run's files folder.
@@ -58,12 +61,7 @@ class WandbAdapter(LoggerAdapter):
         _check(step, suspects)
         if not suspects:
             return
-        bases = [
-            _v._image_hwc(s.image)
-            if s.image is not None
-            else _v.suspicious_pixel_map(s.pixel_scores, issue_mask=s.issue_mask)
-            for s in suspects
-        ]
+        bases = [_v._image_hwc(s.image) if s.image is not None else _v.score_heat_map(s.pixel_scores) for s in suspects]
         masks = [_wandb_masks(s, class_names, ignore_index) for s in suspects]
         if any(m is None for m in masks):
             _warn_once(
@@ -90,3 +88,16 @@ class WandbAdapter(LoggerAdapter):
 
     def _output_dir(self) -> Path:
         return Path(self.logger.experiment.dir) / "segqa"
+
+    def run_dir(self) -> Path:
+        """``segqa/`` in the run's files folder (``run.dir``), which W&B uploads with the run."""
+        return self._output_dir()
+
+    def upload_files(self, paths: Sequence[Path]) -> None:
+        """Register the files with the run (``run.save``; re-uploaded when they change)."""
+        run = self.logger.experiment
+        root = Path(run.dir)
+        for path in paths:
+            path = Path(path).resolve()
+            base = root if path.is_relative_to(root.resolve()) else path.parent
+            run.save(str(path), base_path=str(base), policy="live")
