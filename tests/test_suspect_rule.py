@@ -1,0 +1,154 @@
+"""The default suspect rule: values against a plain-Python reference, invariances, edge cases."""
+
+from __future__ import annotations
+
+import math
+import statistics
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lightning_segqa.suspect_rule import (
+    CUTOFFS,
+    DEFAULT_CUTOFF,
+    DEFAULT_RULE,
+    MIN_IMAGES,
+    default_suspect_mask,
+    robust_log_location_scale,
+    suspect_cut,
+)
+
+
+def reference_cut(values: list[float], cutoff: float) -> float:
+    """Brute force with the standard library: median/MAD of the logs, fallback to the mean deviation."""
+    finite = [v for v in values if math.isfinite(v)]
+    if len(finite) < MIN_IMAGES:
+        return float("nan")
+    logs = [math.log(max(v, 1e-30)) for v in finite]
+    med = statistics.median(logs)
+    dev = [abs(x - med) for x in logs]
+    scale = statistics.median(dev) * 1.482602218505602
+    if scale == 0:
+        scale = statistics.fmean(dev) * math.sqrt(math.pi / 2)
+    return float("nan") if scale == 0 else math.exp(med - cutoff * scale)
+
+
+positive = st.floats(min_value=1e-6, max_value=1.0, allow_nan=False)
+
+
+def test_rule_is_documented() -> None:
+    assert "median" in DEFAULT_RULE and "MAD" in DEFAULT_RULE and f"{DEFAULT_CUTOFF:g}" in DEFAULT_RULE
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(positive, min_size=0, max_size=60))
+def test_matches_the_reference(values: list[float]) -> None:
+    scores = torch.tensor(values, dtype=torch.float64)
+    want = reference_cut(values, CUTOFFS.get("softmin", DEFAULT_CUTOFF))
+    got = suspect_cut(scores, "softmin")
+    assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, rel=1e-9)
+    mask = default_suspect_mask(scores, "softmin").tolist()
+    for v, m in zip(values, mask, strict=True):
+        if math.isnan(want):
+            assert not m
+        elif abs(v - want) > 1e-9 * want:  # values on the cut itself may round either way
+            assert m == (v < want)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(positive, min_size=MIN_IMAGES, max_size=60), st.floats(min_value=0.01, max_value=1.0))
+def test_relative_to_the_distribution(values: list[float], factor: float) -> None:
+    """Scaling every score by a constant (a different image size, another model's level) changes nothing."""
+    scores = torch.tensor(values, dtype=torch.float64)
+    cut = suspect_cut(scores)
+    scaled = scores * factor
+    if not math.isnan(cut):  # keep away from values that sit on the cut (rounding)
+        gap = (scores.log() - math.log(cut)).abs().min()
+        if gap < 1e-9:
+            return
+    assert torch.equal(default_suspect_mask(scores), default_suspect_mask(scaled))
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(positive, min_size=1, max_size=60))
+def test_flags_a_lower_set(values: list[float]) -> None:
+    """Any image scoring below a suspect is a suspect too."""
+    scores = torch.tensor(values)
+    mask = default_suspect_mask(scores)
+    if mask.any():
+        assert bool((scores[~mask] >= scores[mask].max()).all())
+
+
+def test_clean_distribution_flags_few_and_outliers_are_found() -> None:
+    g = torch.Generator().manual_seed(0)
+    clean = torch.exp(-0.5 + 0.3 * torch.randn(1000, generator=g, dtype=torch.float64))
+    assert default_suspect_mask(clean).double().mean() < 0.01
+    noisy = clean.clone()
+    noisy[:50] *= 1e-3  # 5 % of images with a wrongly labelled region
+    mask = default_suspect_mask(noisy)
+    assert bool(mask[:50].all()) and mask[50:].double().mean() < 0.01
+
+
+def test_fixed_threshold_would_flag_everything_but_the_rule_does_not() -> None:
+    """The failure of "softmin below 0.1": large images push every score under it."""
+    g = torch.Generator().manual_seed(1)
+    scores = torch.exp(-4.0 + 0.4 * torch.randn(200, generator=g))  # all around 0.02
+    assert float((scores < 0.1).double().mean()) == 1.0
+    assert default_suspect_mask(scores).double().mean() < 0.05
+
+
+def test_nan_is_never_a_suspect_and_is_left_out() -> None:
+    base = torch.linspace(0.4, 0.6, 20)
+    with_nan = torch.cat([base, torch.tensor([float("nan")] * 5), torch.tensor([1e-6])])
+    mask = default_suspect_mask(with_nan)
+    assert not bool(mask[20:25].any()) and bool(mask[-1])
+    assert suspect_cut(with_nan) == pytest.approx(suspect_cut(torch.cat([base, torch.tensor([1e-6])])))
+
+
+def test_too_few_images_gives_no_suspect() -> None:
+    scores = torch.tensor([0.5] * (MIN_IMAGES - 2) + [1e-9])
+    assert math.isnan(suspect_cut(scores))
+    assert not bool(default_suspect_mask(scores).any())
+    assert default_suspect_mask(torch.zeros(0)).shape == (0,)
+
+
+def test_ties_fall_back_to_the_mean_deviation() -> None:
+    """More than half the scores equal (MAD 0): the spread comes from the mean absolute deviation."""
+    scores = torch.tensor([1.0] * 12 + [0.9, 0.001], dtype=torch.float64)
+    median, scale = robust_log_location_scale(scores)
+    logs = scores.log()
+    assert median == 0.0 and scale == pytest.approx(float(logs.abs().mean()) * math.sqrt(math.pi / 2))
+    assert default_suspect_mask(scores).tolist() == [False] * 13 + [True]
+    assert not bool(default_suspect_mask(torch.ones(20)).any())  # all equal: nobody stands out
+
+
+def test_zero_scores_are_suspects() -> None:
+    scores = torch.tensor([0.3, 0.31, 0.29, 0.32, 0.28, 0.3, 0.33, 0.27, 0.3, 0.31, 0.0])
+    assert default_suspect_mask(scores).tolist() == [False] * 10 + [True]
+
+
+def test_runs_on_the_scores_device_and_keeps_the_shape() -> None:
+    scores = torch.rand(30, dtype=torch.float16).float()
+    mask = default_suspect_mask(scores, "iou")
+    assert mask.dtype == torch.bool and mask.shape == (30,) and mask.device == scores.device
+
+
+@pytest.mark.parametrize(
+    ("scores", "kwargs", "error", "match"),
+    [
+        ([0.1, 0.2], {}, TypeError, "torch.Tensor"),
+        (torch.ones(2, 3), {}, ValueError, "1-D"),
+        (torch.ones(4, dtype=torch.long), {}, TypeError, "floating-point"),
+        (torch.ones(4), {"method": 3}, TypeError, "method name"),
+        (torch.ones(4), {"cutoff": 0}, ValueError, "positive"),
+        (torch.ones(4), {"cutoff": float("nan")}, ValueError, "positive"),
+    ],
+)
+def test_bad_input_is_named(scores: object, kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match):
+        suspect_cut(scores, **kwargs)  # type: ignore[arg-type]
+    if "cutoff" not in kwargs:
+        with pytest.raises(error, match=match):
+            default_suspect_mask(scores, **kwargs)  # type: ignore[arg-type]
