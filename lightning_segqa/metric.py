@@ -12,6 +12,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities.data import dim_zero_cat
 
 from lightning_segqa.functional._inputs import check_format, prepare_inputs
+from lightning_segqa.functional.class_confidence import class_confidence_sums, class_thresholds
 from lightning_segqa.functional.coco import coco_from_prepared
 from lightning_segqa.functional.confident import (
     confident_cutoff,
@@ -137,6 +138,10 @@ class LabelQuality(Metric):
         #: (used by the callback to draw suspects without a second pass over the batch)
         self.keep_last_batch = False
         self.last_batch: tuple[Any, dict[str, Tensor]] | None = None
+        #: when True, ``update`` also sums each class's self-confidence per image (``2 K`` numbers)
+        #: and ``compute`` reports ``details["class_confidence"]``: the per-class thresholds that
+        #: mark confidently mispredicted pixels in the suspect pictures (the callback sets it)
+        self.track_class_confidence = False
 
         # every state is a 1-D list state gathered with "cat" (safe under distributed gather)
         for name in ("indexes", "is_mislabeled", "num_valid"):
@@ -146,6 +151,8 @@ class LabelQuality(Metric):
                 self.add_state(f"score_{m}", default=[], dist_reduce_fx="cat")
         if "thresholded_ccp" in methods:
             self.add_state("tccp_counts", default=[], dist_reduce_fx="cat")
+        for name in ("conf_sums", "conf_counts"):  # filled only while `track_class_confidence`
+            self.add_state(name, default=[], dist_reduce_fx="cat")
         if "confident_learning_counts" in methods:
             for name in _CL_STATES:
                 self.add_state(name, default=[], dist_reduce_fx="cat")
@@ -220,6 +227,9 @@ class LabelQuality(Metric):
                     cl_low_s=st.low_s,
                     cl_valid=st.num_valid.float(),
                 )
+        if self.track_class_confidence:
+            conf_sums, conf_counts = class_confidence_sums(prepared)
+            new.update(conf_sums=conf_sums.flatten(), conf_counts=conf_counts.flatten())
         # all work is done: only now touch the states, so a failed update changes nothing
         for name, value in new.items():
             getattr(self, name).append(value)
@@ -257,6 +267,12 @@ class LabelQuality(Metric):
                 details.update(cl_details)
             else:
                 scores[m] = dim_zero_cat(getattr(self, f"score_{m}"))[keep]
+        if isinstance(self.conf_sums, Tensor) or self.conf_sums:  # every image tracked: thresholds
+            conf_sums, conf_counts = dim_zero_cat(self.conf_sums), dim_zero_cat(self.conf_counts)
+            if conf_sums.numel() == n * self.num_classes:
+                k = self.num_classes
+                thresholds = class_thresholds(conf_sums.view(n, k)[keep_mask], conf_counts.view(n, k)[keep_mask])
+                details["class_confidence"] = thresholds.tolist()
         truth = dim_zero_cat(self.is_mislabeled)[keep]
         if torch.isnan(truth).all():
             is_mislabeled = None

@@ -5,14 +5,16 @@ Only ``k`` images (and their masks and per-pixel maps) are ever held, never the 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch import Tensor
 
 from lightning_segqa.functional._inputs import PreparedInputs
+from lightning_segqa.functional.class_confidence import confident_mispredictions
 from lightning_segqa.functional.pooling import downsample as _downsample
 from lightning_segqa.visuals import SuspectImage
+from lightning_segqa.visuals.suspect import MARK_CL_ISSUES, MARK_CONFIDENT
 
 
 class SuspectHeap:
@@ -70,6 +72,7 @@ class SuspectHeap:
         sub = PreparedInputs(probs=probs, target=target, valid=valid)
         small = _downsample(sub, self.downsample)
         s_full = probs.gather(1, target.unsqueeze(1)).squeeze(1)
+        p_pred, pred = probs.max(1)  # to mark confident mispredictions once the thresholds are known
         s_small = small.probs.gather(1, small.target.unsqueeze(1)).squeeze(1)
         mis_small = small.valid & (s_small < small.probs.amax(1))  # as the scores count it: ties are correct
         for j, pos in enumerate(chosen):
@@ -78,7 +81,8 @@ class SuspectHeap:
                     "score": float(scores[pos]),
                     "index": int(indexes[pos]),
                     "target": torch.where(valid[j], target[j], -1).cpu(),
-                    "pred": probs[j].argmax(0).cpu(),
+                    "pred": pred[j].cpu(),
+                    "p_pred": p_pred[j].float().cpu(),
                     "pixel_scores": torch.where(valid[j], s_full[j], float("nan")).float().cpu(),
                     "s_small": s_small[j].float().cpu(),
                     "mis_small": mis_small[j].cpu(),
@@ -112,6 +116,7 @@ class SuspectHeap:
         cl_cutoff: float | None = None,
         ignore_index: int | None = None,
         scores: dict[int, float] | None = None,
+        class_thresholds: Sequence[float] | None = None,
     ) -> list[SuspectImage]:
         """The kept images as :class:`~lightning_segqa.visuals.SuspectImage`, worst first.
 
@@ -120,17 +125,24 @@ class SuspectHeap:
             cl_cutoff: dataset-level confident-learning cutoff; when given, issue masks are drawn.
             ignore_index: value restored in the given mask where pixels were ignored.
             scores: final scores by index (e.g. from the report) to show instead of the heap's.
+            class_thresholds: per-class self-confidence (``report.details["class_confidence"]``);
+                without ``cl_cutoff``, the confidently mispredicted pixels are marked instead
+                (see :func:`~lightning_segqa.functional.class_confidence.confident_mispredictions`).
         """
         out = []
         for e in self._items:
             target = e["target"]
             if ignore_index is not None:
                 target = torch.where(target < 0, ignore_index, target)
-            issue = None
+            issue, rule = None, None
             if cl_cutoff is not None:
                 small = e["mis_small"] & (e["s_small"] <= cl_cutoff)
                 f = self.downsample
                 issue = small.repeat_interleave(f, 0).repeat_interleave(f, 1)[: target.shape[0], : target.shape[1]]
+                rule = MARK_CL_ISSUES
+            elif class_thresholds is not None and "p_pred" in e:
+                issue = confident_mispredictions(e["pixel_scores"], e["pred"], e["p_pred"], class_thresholds)
+                rule = MARK_CONFIDENT
             out.append(
                 SuspectImage(
                     index=e["index"],
@@ -142,6 +154,7 @@ class SuspectHeap:
                     image=e["image"],
                     issue_mask=issue,
                     is_mislabeled=e["is_mislabeled"],
+                    mark_rule=rule,
                 )
             )
         return out

@@ -8,17 +8,19 @@ import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from lightning_segqa.visuals import (
-    HEAT_RGB,
-    ISSUE_RGB,
+    HEAT_CMAP,
     SuspectImage,
     colorize_mask,
     default_palette,
     figure_to_array,
+    heat_colours,
+    mark_colour,
+    mark_pixels,
     plot_detection_curves,
     render_suspect,
     render_suspect_figure,
+    score_heat_map,
     suspect_caption,
-    suspicious_pixel_map,
 )
 
 H, W = 24, 32
@@ -103,36 +105,48 @@ def test_suspect_image_validation():
         SuspectImage(1, 0.1, "m", good.target, good.pred, good.pixel_scores.numpy())
     with pytest.raises(ValueError, match="image"):
         SuspectImage(1, 0.1, "m", good.target, good.pred, good.pixel_scores, torch.zeros(2, H, W))
+    with pytest.raises(TypeError, match="name"):
+        SuspectImage(1, 0.1, "m", good.target, good.pred, good.pixel_scores, name=3)
+    with pytest.raises(TypeError, match="mark_rule"):
+        SuspectImage(1, 0.1, "m", good.target, good.pred, good.pixel_scores, mark_rule=["x"])
 
 
 def test_suspect_caption():
     assert suspect_caption(make_suspect()) == "idx 17 | softmin score 0.0312"
     assert suspect_caption(make_suspect(is_mislabeled=True)).endswith("| true error")
     assert suspect_caption(make_suspect(is_mislabeled=False)).endswith("| clean")
+    assert suspect_caption(make_suspect(name="0016E5_07290")) == "idx 17 (0016E5_07290) | softmin score 0.0312"
 
 
-def test_suspicious_pixel_map_values():
-    scores = torch.tensor([[1.0, 0.5, 0.0]])
-    out = suspicious_pixel_map(scores)
-    assert out.dtype == np.uint8 and out.shape == (1, 3, 3)
-    alpha = 0.85 * np.array([0.0, 0.5, 1.0])[:, None]
-    expected = np.round((1 - alpha) * 160 + alpha * np.array(HEAT_RGB)).astype(np.uint8)
-    np.testing.assert_array_equal(out[0], expected)
-    redness = out[0, :, 0].astype(int) - out[0, :, 1:].mean(axis=1)
-    assert redness[0] < redness[1] < redness[2]
-    # greyscale image base: white -> 64 + 0.5 * 255
-    white = suspicious_pixel_map(torch.ones(1, 1), torch.ones(3, 1, 1))
-    assert white[0, 0].tolist() == [192, 192, 192]
+def test_score_heat_map_is_the_colormap():
+    from matplotlib import colormaps
+
+    scores = torch.tensor([[1.0, 0.5, 0.0, float("nan"), 1.7, -0.2]])
+    out = score_heat_map(scores)
+    assert out.dtype == np.uint8 and out.shape == (1, 6, 3)
+    ref = colormaps[HEAT_CMAP](np.array([1.0, 128 / 255, 0.0, 1.0, 1.0, 0.0]))[:, :3]  # NaN drawn as 1; clipped
+    np.testing.assert_allclose(out[0], np.round(ref * 255), atol=1)
+    assert out[0, 2, 0] > 150 > out[0, 2, 2] and out[0, 0, 2] > 100 > out[0, 0, 0]  # 0 red, 1 blue
+    np.testing.assert_array_equal(heat_colours()[[0, -1]], out[0, [2, 0]])
+    with pytest.raises(TypeError, match="pixel_scores"):
+        score_heat_map(torch.ones(2, 2, 2))
 
 
-def test_suspicious_pixel_map_outlines_issue_pixels():
+def test_mark_pixels_outline_and_fill():
     issue = torch.zeros(7, 7, dtype=torch.bool)
     issue[1:6, 1:6] = True
-    out = suspicious_pixel_map(torch.ones(7, 7), issue_mask=issue)
-    is_cyan = (out == np.array(ISSUE_RGB, dtype=np.uint8)).all(-1)
+    base = np.full((7, 7, 3), 100, dtype=np.uint8)
+    out = mark_pixels(base, issue, (255, 0, 255), fill=0.5)
+    is_mark = (out == np.array([255, 0, 255], dtype=np.uint8)).all(-1)
     border = issue.numpy().copy()
     border[2:5, 2:5] = False
-    np.testing.assert_array_equal(is_cyan, border)
+    np.testing.assert_array_equal(is_mark, border)
+    assert out[3, 3].tolist() == [178, 50, 178]  # inside: half way to the mark colour
+    assert out[0, 0].tolist() == [100, 100, 100] and base[3, 3].tolist() == [100, 100, 100]  # input untouched
+    with pytest.raises(ValueError, match="fill"):
+        mark_pixels(base, issue, (255, 0, 255), fill=2.0)
+    with pytest.raises(TypeError, match="marked"):
+        mark_pixels(base, issue[:3], (255, 0, 255))
 
 
 @pytest.mark.parametrize("image", ["float", "uint8", "grey", None])
@@ -146,7 +160,7 @@ def test_render_suspect_panels_and_colours(image, issue):
     assert len(codes) > 20  # text, panels, legend
     for colour in (*pal.tolist(), [0, 0, 0]):  # all three classes and ignore are drawn
         assert _rgb_codes(np.array(colour)).item() in codes
-    assert (_rgb_codes(np.array(ISSUE_RGB)).item() in codes) == issue
+    assert (_rgb_codes(np.array(mark_colour(pal))).item() in codes) == issue
 
 
 def _rgb_codes(arr: np.ndarray) -> np.ndarray:
@@ -166,15 +180,14 @@ def test_heat_panel_is_redder_where_pixel_scores_are_low():
     s = make_suspect("grey")
     fig = render_suspect_figure(s, ignore_index=255)
     titles = [a.get_title() for a in fig.axes]
-    assert titles[:3] == ["image", "given mask", "predicted mask"]
-    assert titles[3] == "suspicious pixels (50% < 0.5)"
-    panel = _panel_pixels(fig, "suspicious pixels").astype(int)
+    assert titles == ["image", "given mask", "predicted mask", "P(given class)", ""]  # the last: colour bar
+    panel = _panel_pixels(fig, "P(given class)").astype(int)
     h, w, _ = panel.shape
     left = panel[h // 4 : 3 * h // 4, w // 8 : 3 * w // 8].reshape(-1, 3)
     right = panel[h // 4 : 3 * h // 4, 5 * w // 8 : 7 * w // 8].reshape(-1, 3)
-    redness = lambda px: (px[:, 0] - px[:, 1:].mean(1)).mean()  # noqa: E731
-    assert redness(left) > 150 and abs(redness(right)) < 20
-    expected = suspicious_pixel_map(s.pixel_scores, s.image)
+    redness = lambda px: (px[:, 0] - px[:, 2]).mean()  # noqa: E731
+    assert redness(left) > 100 and redness(right) < -50
+    expected = score_heat_map(s.pixel_scores)
     np.testing.assert_allclose(np.median(left, 0), expected[H // 2, 2], atol=2)
     np.testing.assert_allclose(np.median(right, 0), expected[H // 2, -3], atol=2)
 
@@ -183,19 +196,22 @@ def test_render_suspect_legend_and_title():
     s = make_suspect(is_mislabeled=True)
     fig = render_suspect_figure(s, ["road", "car", "bus", "sky"], ignore_index=255)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["road", "car", "bus", "ignore"]  # "sky" is in neither mask
+    assert labels == ["road", "car", "bus", "ignore"]  # "sky" is in neither mask; nothing marked
     assert fig._suptitle.get_text() == "idx 17 | softmin score 0.0312 | true error"
-    fig = render_suspect_figure(s, ignore_index=255, low_score_threshold=0.01)
+    fig = render_suspect_figure(make_suspect(issue=True, mark_rule="confident-learning label issues"), ignore_index=255)
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
-    assert labels == ["class 0", "class 1", "class 2", "ignore"]
-    assert fig.axes[-1].get_title().startswith("suspicious pixels (0% < 0.01)")
+    assert labels == [
+        "class 0",
+        "class 1",
+        "class 2",
+        "ignore",
+        "marked: confident-learning label issues (144 px, 18.8%)",
+    ]
 
 
 def test_render_suspect_errors():
     with pytest.raises(TypeError, match="suspect"):
         render_suspect("not a suspect")
-    with pytest.raises(ValueError, match="low_score_threshold"):
-        render_suspect(make_suspect(), low_score_threshold=2.0)
     with pytest.raises(ValueError, match="palette"):
         render_suspect(make_suspect(), palette=default_palette(2), ignore_index=255)
 

@@ -24,8 +24,10 @@ def _markdown(columns: Sequence[str], rows: Rows) -> str:
 class TensorBoardAdapter(LoggerAdapter):
     """``TensorBoardLogger``: images via ``add_image``, captions and tables via ``add_text``.
 
-    Suspect ``r`` is the image ``{key}/rank{r:02d}_idx{index}``; captions go to the text
-    ``{key}/captions``, tables to the text ``{key}`` as Markdown. Figures are drawn with Agg and
+    Suspect ``r`` is the image ``{key}/rank{r:02d}``: the tag stays the same from epoch to epoch,
+    so TensorBoard's step slider walks through each epoch's rank-``r`` suspect (its index and name
+    are in the picture's title). Captions (``rank01: idx 17 (name) | softmin score ...``) go to
+    the text ``{key}/captions``, tables to the text ``{key}`` as Markdown. Figures are drawn with Agg and
     sent through ``add_image`` (what ``add_figure`` does, minus its ``pyplot`` import).
 
     Examples:
@@ -50,8 +52,8 @@ class TensorBoardAdapter(LoggerAdapter):
         writer, lines = self.logger.experiment, []
         for r, s in enumerate(suspects, start=1):
             arr = render_suspect(s, class_names, palette, ignore_index)
-            writer.add_image(f"{key}/rank{r:02d}_idx{s.index}", arr, step, dataformats="HWC")
-            lines.append(f"- **rank{r:02d}_idx{s.index}**: {_v.suspect_caption(s)}")
+            writer.add_image(f"{key}/rank{r:02d}", arr, step, dataformats="HWC")
+            lines.append(f"- **rank{r:02d}**: {_v.suspect_caption(s)}")
         if lines:
             writer.add_text(f"{key}/captions", "\n".join(lines), step)
         writer.flush()

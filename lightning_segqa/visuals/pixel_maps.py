@@ -1,8 +1,10 @@
-"""RGB arrays of masks and pixel scores: the class palette, coloured masks, suspicious-pixel maps.
+"""RGB arrays of masks and pixel scores: the class palette, coloured masks, heat maps and marks.
 
-Pure numpy/torch, no matplotlib: :func:`default_palette` picks class colours,
-:func:`colorize_mask` paints a mask with them and :func:`suspicious_pixel_map` shows low pixel
-scores as red heat (:data:`HEAT_RGB`) with confident-learning issues outlined (:data:`ISSUE_RGB`).
+:func:`default_palette` picks class colours and :func:`colorize_mask` paints a mask with them;
+:func:`score_heat_map` colours each pixel's score (probability of its given class) with
+:data:`HEAT_CMAP`; :func:`mark_colour` picks the colour of marked (likely mislabeled) pixels,
+away from every class colour, the ignore colour and the heat map; :func:`mark_pixels` tints
+and outlines them on any RGB array. matplotlib is imported lazily (colormaps only, no pyplot).
 """
 
 from __future__ import annotations
@@ -19,8 +21,18 @@ _BASE_COLOURS = (
     "1f77b4ff7f0e2ca02cd627289467bd8c564be377c27f7f7fbcbd2217becf"
     "aec7e8ffbb7898df8aff9896c5b0d5c49c94f7b6d2c7c7c7dbdb8d9edae5"
 )
-HEAT_RGB = (255, 0, 0)  # colour of a pixel whose given class got probability 0
-ISSUE_RGB = (0, 255, 255)  # outline of confident-learning issue pixels
+HEAT_CMAP = "RdYlBu"  # score 0 (the model rules the given class out) red, score 1 blue
+#: candidate colours for marked pixels, in order of preference on ties
+MARK_CANDIDATES = (
+    (255, 0, 255),
+    (0, 255, 0),
+    (255, 255, 255),
+    (0, 255, 255),
+    (255, 255, 0),
+    (128, 0, 255),
+    (255, 128, 0),
+    (0, 0, 0),
+)
 
 
 def _describe(value: Any) -> str:
@@ -114,49 +126,129 @@ def _image_hwc(image: Tensor) -> np.ndarray:
     return np.repeat(arr, 3, axis=-1) if arr.shape[-1] == 1 else np.ascontiguousarray(arr)
 
 
-def suspicious_pixel_map(
-    pixel_scores: Tensor, image: Tensor | None = None, issue_mask: Tensor | None = None
-) -> np.ndarray:
-    """Blend ``1 - pixel_scores`` as red heat over the dimmed greyscale image.
-
-    A pixel with score 1 shows the grey base, score 0 is mostly :data:`HEAT_RGB`; the border of
-    ``issue_mask`` regions is painted :data:`ISSUE_RGB`. Without an image the base is flat grey.
-
-    Args:
-        pixel_scores: ``(H, W)`` float in ``[0, 1]`` (values are clipped).
-        image: Optional ``(C, H, W)`` image, ``C`` in ``{1, 3}``.
-        issue_mask: Optional ``(H, W)`` bool mask.
-
-    Returns:
-        A ``(H, W, 3)`` uint8 array.
+def heat_colours(n: int = 256) -> np.ndarray:
+    """The ``(n, 3)`` uint8 colours of :data:`HEAT_CMAP` from score 0 to score 1.
 
     Examples:
-        >>> m = suspicious_pixel_map(torch.tensor([[1.0, 0.0]]))
-        >>> m[0, 0].tolist(), m[0, 1].tolist()
-        ([160, 160, 160], [241, 24, 24])
-        >>> issue = torch.tensor([[True, False]])
-        >>> suspicious_pixel_map(torch.ones(1, 2), issue_mask=issue)[0, 0].tolist()
-        [0, 255, 255]
+        >>> lut = heat_colours(3)
+        >>> lut.shape, bool(lut[0, 0] > lut[0, 2]), bool(lut[-1, 2] > lut[-1, 0])  # red to blue
+        ((3, 3), True, True)
+
+    """
+    from matplotlib import colormaps
+
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise ValueError(f"`n` must be an int >= 2, got {n!r}")
+    rgba = colormaps[HEAT_CMAP](np.linspace(0.0, 1.0, n))
+    return np.round(rgba[:, :3] * 255).astype(np.uint8)
+
+
+def score_heat_map(pixel_scores: Tensor) -> np.ndarray:
+    """Colour each pixel's score with :data:`HEAT_CMAP` (0 red, 0.5 pale yellow, 1 blue).
+
+    Args:
+        pixel_scores: ``(H, W)`` float in ``[0, 1]``, the probability of the given class
+            (values are clipped; NaN is drawn as score 1).
+
+    Returns:
+        A ``(H, W, 3)`` uint8 array (the colours of a colour bar over ``[0, 1]``).
+
+    Examples:
+        >>> m = score_heat_map(torch.tensor([[0.0, 1.0]]))
+        >>> m[0, 0].tolist() == heat_colours()[0].tolist(), m[0, 1].tolist() == heat_colours()[-1].tolist()
+        (True, True)
 
     """
     if not isinstance(pixel_scores, Tensor) or pixel_scores.ndim != 2:
         raise TypeError(f"`pixel_scores` must be a 2-D Tensor, got {_describe(pixel_scores)}")
-    if issue_mask is not None and (not isinstance(issue_mask, Tensor) or issue_mask.shape != pixel_scores.shape):
-        raise TypeError(
-            f"`issue_mask` must be a Tensor of shape {tuple(pixel_scores.shape)}, got {_describe(issue_mask)}"
-        )
-    heat = 1.0 - np.clip(np.nan_to_num(_np(pixel_scores).astype(np.float32), nan=0.0), 0.0, 1.0)
-    if image is None:
-        base = np.full(heat.shape, 160.0, dtype=np.float32)
-    else:
-        rgb = _image_hwc(image).astype(np.float32)
-        base = 64.0 + 0.5 * (rgb @ np.array([0.299, 0.587, 0.114], dtype=np.float32))
-    alpha = (0.85 * heat)[..., None]
-    out = (1.0 - alpha) * base[..., None] + alpha * np.array(HEAT_RGB, dtype=np.float32)
+    s = np.clip(np.nan_to_num(_np(pixel_scores).astype(np.float64), nan=1.0), 0.0, 1.0)
+    lut = heat_colours(256)
+    return lut[np.round(s * 255).astype(np.int64)]
+
+
+def mark_colour(palette: Tensor | None = None) -> tuple[int, int, int]:
+    """The colour of marked pixels: the candidate farthest from every colour it must stand apart from.
+
+    Among :data:`MARK_CANDIDATES`, the one whose smallest RGB distance to the class colours,
+    black (ignored pixels) and the heat map's colours is largest (earlier candidates win ties).
+
+    Args:
+        palette: ``(K, 3)`` class colours in use (None: only black and the heat map).
+
+    Returns:
+        An ``(r, g, b)`` tuple.
+
+    Examples:
+        >>> mark_colour(default_palette(12))
+        (255, 0, 255)
+        >>> mark_colour(torch.tensor([[255, 0, 255], [250, 5, 250]], dtype=torch.uint8)) != (255, 0, 255)
+        True
+
+    """
+    if palette is not None and (not isinstance(palette, Tensor) or palette.ndim != 2 or palette.shape[1] != 3):
+        raise TypeError(f"`palette` must be a (K, 3) Tensor, got {_describe(palette)}")
+    avoid = [heat_colours(32).astype(np.float64), np.zeros((1, 3))]
+    if palette is not None:
+        avoid.append(_np(palette).astype(np.float64))
+    avoid_all = np.concatenate(avoid)
+    cands = np.array(MARK_CANDIDATES, dtype=np.float64)
+    gaps = np.sqrt(((cands[:, None, :] - avoid_all[None]) ** 2).sum(-1)).min(1)
+    return MARK_CANDIDATES[int(np.argmax(gaps))]  # first of the best on ties
+
+
+def outline(mask: np.ndarray, width: int = 1) -> np.ndarray:
+    """The pixels of ``mask`` within ``width`` pixels of its border (4-neighbourhood; image edges count).
+
+    Examples:
+        >>> m = np.zeros((5, 5), bool); m[1:4, 1:4] = True
+        >>> int(outline(m).sum()), bool(outline(m)[2, 2])
+        (8, False)
+
+    """
+    m = np.asarray(mask, dtype=bool)
+    if m.ndim != 2:
+        raise ValueError(f"`mask` must be 2-D, got shape {m.shape}")
+    if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+        raise ValueError(f"`width` must be a positive int, got {width!r}")
+    inner = m
+    for _ in range(width):
+        pad = np.pad(inner, 1, constant_values=False)
+        inner = inner & pad[:-2, 1:-1] & pad[2:, 1:-1] & pad[1:-1, :-2] & pad[1:-1, 2:]
+    return m & ~inner
+
+
+def mark_pixels(
+    rgb: np.ndarray, marked: Tensor, colour: tuple[int, int, int], fill: float = 0.0, width: int = 1
+) -> np.ndarray:
+    """Outline the marked regions of an RGB array in ``colour`` and tint their inside by ``fill``.
+
+    Args:
+        rgb: ``(H, W, 3)`` uint8 array (not modified).
+        marked: ``(H, W)`` bool tensor of the pixels to mark.
+        colour: ``(r, g, b)`` of the marks, e.g. from :func:`mark_colour`.
+        fill: share of ``colour`` blended into the inside of marked regions, in ``[0, 1]``.
+        width: outline width in pixels.
+
+    Returns:
+        A new ``(H, W, 3)`` uint8 array.
+
+    Examples:
+        >>> m = torch.zeros(3, 3, dtype=torch.bool); m[1, 1] = True
+        >>> out = mark_pixels(np.zeros((3, 3, 3), np.uint8), m, (255, 0, 255))
+        >>> out[1, 1].tolist(), out[0, 0].tolist()
+        ([255, 0, 255], [0, 0, 0])
+
+    """
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise TypeError(f"`rgb` must be an (H, W, 3) array, got {getattr(rgb, 'shape', type(rgb).__name__)}")
+    if not isinstance(marked, Tensor) or tuple(marked.shape) != rgb.shape[:2]:
+        raise TypeError(f"`marked` must be a Tensor of shape {rgb.shape[:2]}, got {_describe(marked)}")
+    if not 0.0 <= float(fill) <= 1.0:
+        raise ValueError(f"`fill` must lie in [0, 1], got {fill}")
+    m = _np(marked).astype(bool)
+    out = rgb.astype(np.float32)
+    col = np.asarray(colour, dtype=np.float32)
+    out[m] = (1.0 - fill) * out[m] + fill * col
     out = np.round(out).astype(np.uint8)
-    if issue_mask is not None:
-        m = _np(issue_mask).astype(bool)
-        inner = np.zeros_like(m)  # flagged with 4 flagged neighbours
-        inner[1:-1, 1:-1] = m[1:-1, 1:-1] & m[:-2, 1:-1] & m[2:, 1:-1] & m[1:-1, :-2] & m[1:-1, 2:]
-        out[m & ~inner] = ISSUE_RGB
+    out[outline(m, width)] = np.asarray(colour, dtype=np.uint8)
     return out
