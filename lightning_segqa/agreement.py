@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torchmetrics.utilities import rank_zero_warn
 
 from lightning_segqa.functional._inputs import PreparedInputs
 
@@ -146,3 +147,28 @@ def weak_model_message(report: Any, min_agreement: float = MIN_AGREEMENT) -> str
         f"model (more epochs, a larger encoder, pretrained weights) until the median agreement is above "
         f"{min_agreement:.0%}, then score again."
     )
+
+
+def warn_if_weak_model(report: Any, min_agreement: float = MIN_AGREEMENT) -> str | None:
+    """Emit :func:`weak_model_message` as a ``UserWarning`` on rank zero; return it (None: no warning).
+
+    Args:
+        report: a :class:`~lightning_segqa.LabelQualityReport`, or None (nothing to judge).
+        min_agreement: see :func:`weak_model_message`.
+
+    Examples:
+        >>> import warnings
+        >>> from lightning_segqa.report import LabelQualityReport
+        >>> r = LabelQualityReport(torch.arange(2), {"correctly_classified_pixels": torch.tensor([0.1, 0.2])})
+        >>> with warnings.catch_warnings(record=True) as caught:
+        ...     warnings.simplefilter("always")
+        ...     _ = warn_if_weak_model(r)
+        >>> "too weak" in str(caught[0].message)
+        True
+    """
+    if report is None:
+        return None
+    message = weak_model_message(report, min_agreement)
+    if message is not None:
+        rank_zero_warn(message, category=UserWarning)
+    return message
