@@ -57,7 +57,7 @@ class _HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
     """Adds ``(default: ...)`` to options with a value default; ``None`` defaults are explained in their help."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        if action.required or action.default in (None, False) or "default" in (action.help or ""):
+        if action.required or action.default is None or action.default is False or "default" in (action.help or ""):
             return action.help
         return super()._get_help_string(action)
 
@@ -121,7 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--seed", type=int, default=0, help="seed of the errors and the models")
     bench.add_argument("--tta", nargs="*", default=[], choices=["hflip", "vflip"],
                        help="also score flip-averaged predictions (extra columns MODEL+hflip)")  # fmt: skip
-    bench.add_argument("--encoder-weights", default=None, help="pretrained encoder weights, e.g. imagenet (downloads)")
+    bench.add_argument(
+        "--encoder-weights",
+        default=None,
+        help="pretrained encoder weights, e.g. imagenet (downloads; default: none, random init)",
+    )
     bench.add_argument(
         "--markdown", default=None, help="also write the tables to this Markdown file (default: no file)"
     )

@@ -53,7 +53,7 @@ def by_hand(model, data, **kwargs):
     model.eval()
     with torch.no_grad():
         for batch in DataLoader(data, batch_size=5):
-            metric.update(model(batch["image"]), batch["mask"], batch["index"], batch["is_mislabeled"])
+            metric.update(model(batch["image"]), batch["mask"], batch["index"], batch.get("is_mislabeled"))
     return metric.compute()
 
 
@@ -308,3 +308,95 @@ def test_compiled_kernels_in_a_real_fit(data, tmp_path):
     expected = by_hand(model, data, methods=methods, ignore_index=UNLABELED_INDEX)
     for m in methods:
         torch.testing.assert_close(monitor.report.scores[m], expected.scores[m], atol=1e-5, rtol=0)
+
+
+class Named(torch.utils.data.Dataset):
+    """A dataset whose items carry a file-like name (the monitor reads it from the batch)."""
+
+    def __init__(self, base, prefix):
+        self.base, self.prefix = base, prefix
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        return {**self.base[i], "name": f"{self.prefix}_{i:03d}"}
+
+
+def small_data(n, seed):
+    images, masks = make_street_scenes(n, 16, 24, seed=seed)
+    return TensorSegmentationDataset(images, masks)
+
+
+class MultiLoaderModule(SegmentationModule):
+    def validation_step(self, batch, batch_idx, dataloader_idx=0):
+        return super().validation_step(batch, batch_idx)
+
+
+def validate(monitor, loaders, tmp_path, loggers=False):
+    torch.manual_seed(0)
+    model = MultiLoaderModule(K, arch="tiny")
+    trainer = Trainer(
+        logger=loggers, callbacks=[monitor], enable_progress_bar=False, enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )  # fmt: skip
+    trainer.validate(model, loaders, verbose=False)
+    return trainer, model
+
+
+def test_names_from_the_batch_and_one_report_per_dataloader(tmp_path):
+    """Two validation sets with overlapping indexes stay apart; every output names the images."""
+    first, second = Named(small_data(6, 1), "street"), Named(small_data(4, 2), "other")
+    monitor = LabelQualityMonitor(K, top_k=2, methods=["softmin", "iou"], report_dir=tmp_path / "r")
+    csv_logger = CSVLogger(tmp_path)
+    loaders = [DataLoader(first, batch_size=4), DataLoader(second, batch_size=3)]
+    trainer, model = validate(monitor, loaders, tmp_path, csv_logger)
+    assert sorted(monitor.reports) == [0, 1] and monitor.report is monitor.reports[0]
+    for idx, data in enumerate((first, second)):
+        report, expected = monitor.reports[idx], by_hand(model, data, methods=["softmin", "iou"])
+        assert report.indexes.tolist() == list(range(len(data)))
+        torch.testing.assert_close(report.scores["softmin"], expected.scores["softmin"], atol=1e-5, rtol=0)
+        assert report.names == [data.prefix + f"_{i:03d}" for i in range(len(data))]
+    files = {0: tmp_path / "r" / "label_quality.json", 1: tmp_path / "r" / "label_quality_dataloader_1.json"}
+    for idx, path in files.items():
+        saved = json.loads(path.read_text())
+        assert saved["names"] == monitor.reports[idx].names
+    rows = list(csv.DictReader((tmp_path / "r" / "label_quality.csv").open()))
+    assert [r["name"] for r in rows] == [monitor.report.names[i] for i in monitor.report.ranking("softmin").tolist()]
+    assert {"segqa/suspect_fraction", "segqa_dataloader_1/suspect_fraction"} <= set(trainer.callback_metrics)
+    worst = monitor.report.ranking("softmin")[0].item()
+    assert [s.name for s in monitor.suspect_images(monitor.report)][0] == f"street_{worst:03d}"
+    files_dir = Path(csv_logger.log_dir) / "segqa"
+    header, top = next(files_dir.glob("ranking_step*.csv")).read_text().splitlines()[:2]
+    assert header.startswith("rank,index,name,") and top.startswith(f"1,{worst},street_{worst:03d},")
+    assert (files_dir / "segqa_dataloader_1").is_dir() and not (files_dir / "segqa").exists()
+
+
+def test_index_none_names_the_key(tmp_path):
+    def extract(outputs, batch):
+        return {"logits": outputs["logits"], "target": outputs["target"], "idx": None}
+
+    monitor = LabelQualityMonitor(K, top_k=0, methods=["softmin"], index_key="idx", extract=extract)
+    with pytest.raises(TypeError, match=r"'idx' is None; it must hold each image's dataset index"):
+        validate(monitor, DataLoader(small_data(4, 1), batch_size=2), tmp_path)
+
+
+def test_gate_waits_for_start_epoch_and_the_error_names_the_suspects(tmp_path):
+    data = Named(small_data(6, 1), "img")
+    monitor = LabelQualityMonitor(
+        K, top_k=0, methods=["softmin"], suspect_threshold=1.0, max_suspect_fraction=0.5, on_fail="raise",
+        start_epoch=1,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    trainer = Trainer(
+        max_epochs=3, logger=False, callbacks=[monitor], enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, num_sanity_val_steps=0, default_root_dir=tmp_path, limit_train_batches=1,
+    )  # fmt: skip
+    with pytest.raises(LabelQualityError) as info:
+        trainer.fit(SegmentationModule(K, arch="tiny"), DataLoader(data, batch_size=6), DataLoader(data, batch_size=4))
+    assert trainer.current_epoch == 1  # epoch 0 was scored but not gated
+    err, report = info.value, monitor.report
+    assert (err.fraction, err.limit, err.method) == (1.0, 0.5, "softmin")
+    assert err.suspects == report.ranking("softmin").tolist()
+    assert err.names == [f"img_{i:03d}" for i in err.suspects]
+    assert f"img_{err.suspects[0]:03d} (#{err.suspects[0]}," in str(err)
