@@ -21,6 +21,7 @@ from lightning_segqa import CrossValidation, LabelQualityMonitor, evaluate_gate,
 from lightning_segqa.data import STREET_CLASSES, UNLABELED_INDEX, TensorSegmentationDataset, make_street_scenes
 from lightning_segqa.models import SegmentationModule
 from lightning_segqa.noise import inject_label_errors
+from lightning_segqa.seeding import derive_seed
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 
@@ -34,8 +35,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     k = len(STREET_CLASSES)
-    images, masks = make_street_scenes(args.images, 32, 48, seed=0)
-    noisy, truth = inject_label_errors(masks, "swap", 0.3, seed=0, unlabeled_index=UNLABELED_INDEX)
+    # one seed, independent streams: scenes, error images and folds must not draw the same numbers
+    seed = 0
+    images, masks = make_street_scenes(args.images, 32, 48, seed=derive_seed(seed, "scenes"))
+    noisy, truth = inject_label_errors(
+        masks, "swap", 0.3, seed=derive_seed(seed, "errors"), unlabeled_index=UNLABELED_INDEX
+    )
     dataset = TensorSegmentationDataset(images, noisy, truth)
 
     monitor = LabelQualityMonitor(k, class_names=STREET_CLASSES, top_k=4, suspect_threshold=0.1)
@@ -45,6 +50,7 @@ def main(argv: list[str] | None = None) -> dict:
         monitor,
         args.out,
         num_folds=3,
+        seed=seed,
         batch_size=6,
         trainer_kwargs={"max_epochs": args.epochs, "enable_progress_bar": False, "num_sanity_val_steps": 0},
     )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -121,12 +121,13 @@ def inject_before_split(
 def train_model(
     train_set: TensorSegmentationDataset, num_classes: int, arch: str, encoder: str = "resnet18", epochs: int = 1,
     batch_size: int = 16, lr: float = DEFAULT_LR, device: str = "auto", seed: int = 0,
-    log_dir: str | Path | None = None, progress: bool = True,
+    log_dir: str | Path | None = None, progress: bool = True, encoder_weights: str | None = None,
 ) -> SegmentationModule:  # fmt: skip
     """Fit a :class:`~lightning_segqa.models.SegmentationModule` (no pretrained weights).
 
     Lightning ``Trainer``: no checkpoints, no validation loop, a CSV logger under ``log_dir``
-    (or no logger), the given ``epochs`` with Adam at ``lr`` on shuffled batches.
+    (or no logger), the given ``epochs`` with Adam at ``lr`` on shuffled batches. The encoder
+    starts from ``encoder_weights`` (e.g. ``"imagenet"``, downloaded once) or, by default, at random.
 
     Examples:
         >>> from lightning_segqa.data import make_street_scenes
@@ -139,7 +140,7 @@ def train_model(
     from lightning.pytorch.loggers import CSVLogger
 
     seed_everything(seed, workers=True, verbose=False)
-    module = SegmentationModule(num_classes, arch=arch, encoder=encoder, lr=lr)
+    module = SegmentationModule(num_classes, arch=arch, encoder=encoder, lr=lr, encoder_weights=encoder_weights)
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
     )
@@ -158,21 +159,32 @@ def train_model(
 
 
 @torch.inference_mode()
-def predict_probs(module: torch.nn.Module, images: Tensor, batch_size: int = 16) -> Tensor:
+def predict_probs(module: torch.nn.Module, images: Tensor, batch_size: int = 16, tta: Sequence[str] = ()) -> Tensor:
     """Softmax of ``module(images)`` in eval mode, batch by batch, as float16 on the CPU.
+
+    ``tta`` (names from :data:`~lightning_segqa.tta.TTA_TRANSFORMS`): also predict each flipped
+    batch, flip its softmax back and average the probabilities per pixel.
 
     Examples:
         >>> from lightning_segqa.models import TinySegNet
         >>> probs = predict_probs(TinySegNet(3, 4), torch.rand(3, 3, 8, 8), batch_size=2)
         >>> probs.shape, probs.dtype, round(probs.float().sum(1).mean().item(), 2)
         (torch.Size([3, 4, 8, 8]), torch.float16, 1.0)
+        >>> predict_probs(TinySegNet(3, 4), torch.rand(3, 3, 8, 8), tta=("hflip",)).shape
+        torch.Size([3, 4, 8, 8])
     """
+    from lightning_segqa.tta import TTA_TRANSFORMS, check_tta
+
+    flips = [TTA_TRANSFORMS[name] for name in check_tta(tta)]
     module.eval()
     device = next(module.parameters()).device
-    out = [
-        module(images[s : s + batch_size].to(device)).softmax(1).half().cpu()
-        for s in range(0, images.shape[0], batch_size)
-    ]
+    out = []
+    for s in range(0, images.shape[0], batch_size):
+        x = images[s : s + batch_size].to(device)
+        probs = module(x).float().softmax(1)
+        for dim in flips:
+            probs += module(x.flip(dim)).float().softmax(1).flip(dim)
+        out.append((probs / (1 + len(flips))).half().cpu())
     return torch.cat(out)
 
 
@@ -234,7 +246,9 @@ def run_benchmark(
     Args:
         args: the ``segqa benchmark`` namespace: ``data``, ``out``, ``models``, ``errors``,
             ``encoder``, ``epochs``, ``size``, ``batch_size``, ``device``, ``seed``, ``markdown``
-            (optional: ``lr``, default :data:`DEFAULT_LR`; ``progress``, default True).
+            (optional: ``lr``, default :data:`DEFAULT_LR`; ``progress``, default True;
+            ``tta``, flip names: each model also scores flip-averaged predictions, reported as
+            column ``{model}+{flips}``; ``encoder_weights``, default None: random init).
         data: the splits to use instead of reading CamVid from ``args.data`` at ``args.size``.
         echo: where progress lines and the tables go.
 
@@ -250,10 +264,10 @@ def run_benchmark(
         >>> with tempfile.TemporaryDirectory() as out:
         ...     args = argparse.Namespace(out=out, models=["tiny"], errors=["swap"], epochs=1,
         ...         encoder="resnet18", size=[32, 32], batch_size=8, device="cpu", seed=0,
-        ...         markdown=None, progress=False)
+        ...         markdown=None, progress=False, tta=["hflip"])
         ...     result = run_benchmark(args, data, echo=lambda s: None)
-        >>> sorted(result.metrics["swap"]["tiny"]["softmin"])
-        ['auprc', 'auroc', 'lift_at_100', 'lift_at_t']
+        >>> sorted(result.metrics["swap"]["tiny"]["softmin"]), sorted(result.metrics["swap"])
+        (['auprc', 'auroc', 'lift_at_100', 'lift_at_t'], ['tiny', 'tiny+hflip'])
     """
     _check_args(args)
     if data is None:
@@ -261,6 +275,7 @@ def run_benchmark(
         data = load_camvid(args.data, tuple(args.size))
     size = tuple(data.train_images.shape[-2:])
     lr, progress = getattr(args, "lr", DEFAULT_LR), getattr(args, "progress", True)
+    tta, weights = tuple(getattr(args, "tta", None) or ()), getattr(args, "encoder_weights", None)
     result = BenchmarkResult({})
     for error in args.errors:
         tn, tf, vn, vf = inject_before_split(data.train_masks, data.val_masks, error, args.seed, data.unlabeled_index)
@@ -270,7 +285,10 @@ def run_benchmark(
         )
         for model in args.models:
             path = cache_path(args.out, error, model, args.encoder, size, args.epochs, args.seed)
-            meta = {"lr": lr, "batch_size": args.batch_size}
+            meta: dict[str, Any] = {"lr": lr, "batch_size": args.batch_size}
+            if tta or weights:  # other files: the plain runs' cache stays valid
+                meta.update(tta=list(tta), encoder_weights=weights)
+                path = path.with_name(f"{path.stem}_{'+'.join(tta) or 'plain'}_{weights or 'random'}{path.suffix}")
             entry = _load_cache(path, vn, vf, meta)
             if entry is None:
                 echo(f"[{error}/{model}] training {args.epochs} epoch(s) on {len(tf)} images...")
@@ -278,7 +296,7 @@ def run_benchmark(
                 module = train_model(
                     TensorSegmentationDataset(data.train_images, tn, tf), data.num_classes, model, args.encoder,
                     args.epochs, args.batch_size, lr, args.device, args.seed, Path(args.out) / "logs" / path.stem,
-                    progress,
+                    progress, weights,
                 )  # fmt: skip
                 dtype = torch.uint8 if data.num_classes <= 256 else torch.int32
                 entry = {
@@ -286,6 +304,8 @@ def run_benchmark(
                     "clean": data.val_masks.to(dtype), "is_mislabeled": vf, "meta": meta,
                     "train_seconds": time.perf_counter() - start,
                 }  # fmt: skip
+                if tta:
+                    entry["probs_tta"] = predict_probs(module, data.val_images, args.batch_size, tta)
                 _save_cache(path, entry)
                 echo(f"[{error}/{model}] trained and predicted in {entry['train_seconds']:.0f} s; cached {path}")
             else:
@@ -296,6 +316,18 @@ def run_benchmark(
             )
             result.metrics.setdefault(error, {})[model] = det
             result.train_seconds.setdefault(error, {})[model] = float(entry["train_seconds"])
+            if tta:
+                name = f"{model}+{'+'.join(tta)}"
+                curves = Path(args.out) / "curves" / f"{error}_{name}.png"
+                result.metrics[error][name] = score_predictions(
+                    entry["probs_tta"],
+                    entry["masks"],
+                    entry["is_mislabeled"],
+                    data.num_classes,
+                    args.batch_size,
+                    curves,
+                )
+                result.train_seconds[error][name] = float(entry["train_seconds"])
             echo(f"[{error}/{model}] softmin AUROC {det['softmin']['auroc']:.3f}, AUPRC {det['softmin']['auprc']:.3f}")
             if args.markdown:
                 Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)

@@ -45,12 +45,20 @@ class TinySegNet(nn.Module):
 
 
 def build_model(
-    arch: str, num_classes: int, encoder: str = "resnet18", in_channels: int = 3, decoder_channels: int | None = None
+    arch: str,
+    num_classes: int,
+    encoder: str = "resnet18",
+    in_channels: int = 3,
+    decoder_channels: int | None = None,
+    encoder_weights: str | None = None,
 ) -> nn.Module:
-    """A segmentation network: ``tiny`` or a segmentation-models-pytorch one without pretrained weights.
+    """A segmentation network: ``tiny`` or a segmentation-models-pytorch one.
 
     ``decoder_channels`` narrows the decoder (FPN pyramid, DeepLabV3+ decoder, U-Net's last
     stage) for speed on CPU; None keeps segmentation-models-pytorch's defaults.
+    ``encoder_weights`` (e.g. ``"imagenet"``) starts the encoder from pretrained weights, which
+    segmentation-models-pytorch downloads on first use (needs internet once); the default None
+    starts from random weights and never downloads.
 
     Examples:
         >>> build_model("tiny", 5)(torch.zeros(2, 3, 32, 32)).shape
@@ -58,13 +66,17 @@ def build_model(
     """
     if arch not in ARCHITECTURES:
         raise ValueError(f"`arch` must be one of {ARCHITECTURES}, got {arch!r}.")
+    if encoder_weights is not None and not isinstance(encoder_weights, str):
+        raise TypeError(f"`encoder_weights` must be a string such as 'imagenet' or None, got {encoder_weights!r}.")
     if arch == "tiny":
+        if encoder_weights is not None:
+            raise ValueError(f"arch='tiny' has no pretrained weights; got encoder_weights={encoder_weights!r}.")
         return TinySegNet(in_channels, num_classes)
     try:
         import segmentation_models_pytorch as smp
     except ImportError as err:  # pragma: no cover - depends on the install
         raise ImportError(
-            "arch={arch!r} needs segmentation-models-pytorch: pip install 'lightning-segqa[demo]'"
+            f"arch={arch!r} needs segmentation-models-pytorch: pip install 'lightning-segqa[demo]'"
         ) from err
     kwargs: dict[str, Any] = {}
     if decoder_channels is not None:
@@ -75,7 +87,9 @@ def build_model(
             "unet": {"decoder_channels": (c * 8, c * 4, c * 2, c, max(c // 2, 8))},
         }[arch]
     cls = {"fpn": smp.FPN, "deeplabv3plus": smp.DeepLabV3Plus, "unet": smp.Unet}[arch]
-    return cls(encoder_name=encoder, encoder_weights=None, in_channels=in_channels, classes=num_classes, **kwargs)
+    return cls(
+        encoder_name=encoder, encoder_weights=encoder_weights, in_channels=in_channels, classes=num_classes, **kwargs
+    )
 
 
 class SegmentationModule(LightningModule):
@@ -92,6 +106,8 @@ class SegmentationModule(LightningModule):
         lr: Adam learning rate.
         ignore_index: class id left out of the loss.
         decoder_channels: narrower decoder for speed (see :func:`build_model`).
+        encoder_weights: pretrained encoder weights (e.g. ``"imagenet"``, downloaded on first use);
+            None (default): random initialisation, fully offline.
 
     Examples:
         >>> module = SegmentationModule(num_classes=3, arch="tiny")
@@ -109,10 +125,13 @@ class SegmentationModule(LightningModule):
         lr: float = 1e-3,
         ignore_index: int | None = None,
         decoder_channels: int | None = None,
+        encoder_weights: str | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        self.model = build_model(arch, num_classes, encoder, decoder_channels=decoder_channels)
+        self.model = build_model(
+            arch, num_classes, encoder, decoder_channels=decoder_channels, encoder_weights=encoder_weights
+        )
         self.lr = lr
         self.ignore_index = -100 if ignore_index is None else ignore_index
 
