@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping, Sequence
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +12,16 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 
+from lightning_segqa.agreement import warn_if_weak_model
 from lightning_segqa.gate import ON_FAIL, GateDecision, LabelQualityError, check_gate_args, evaluate_gate
 from lightning_segqa.loggers.steps import scalar_step
 from lightning_segqa.metric import LOCAL_METHODS, LabelQuality
 from lightning_segqa.outputs import KEY_FORMATS, PREDS_KEYS, OutputReader  # noqa: F401  (re-exported)
-from lightning_segqa.publishing import report_rows, table_columns, upload_report_files
+from lightning_segqa.publishing import queue_report_files, report_rows, run_dir_of, table_columns
 from lightning_segqa.report import (
     DETECTION_METRICS,
     LabelQualityReport,
-    run_in_background,
     wait_for_writes,
-    write_in_background,
 )
 from lightning_segqa.suspects import SuspectHeap
 
@@ -277,10 +275,14 @@ class LabelQualityMonitor(Callback):
         for idx, report in self.reports.items():
             heap = scorers[idx][1]
             self._log_scalars(pl_module, report, self.log_prefix + _tag(idx))
-            self._gather_heap(trainer, heap)
+            heap.gather(trainer.world_size)
             if trainer.is_global_zero:  # pictures at the step of the `self.log` scalars
                 self.publish(trainer, report, step=scalar_step(trainer), tag=_tag(idx), heap=heap)
         self._apply_gate(trainer)
+
+    def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """Warn once per fit when the final model agrees too little with the masks to judge them."""
+        warn_if_weak_model(self.report)
 
     # ------------------------------------------------------------------ pieces
     def _log_scalars(self, pl_module: LightningModule, report: LabelQualityReport, prefix: str) -> None:
@@ -294,13 +296,6 @@ class LabelQualityMonitor(Callback):
         for name, value in values.items():
             # every rank holds the same value (computed from gathered states): "max" keeps it as it is
             pl_module.log(name, float(value), on_epoch=True, sync_dist=True, reduce_fx="max", rank_zero_only=False)
-
-    def _gather_heap(self, trainer: Trainer, heap: SuspectHeap) -> None:
-        if trainer.world_size > 1 and heap.k and torch.distributed.is_initialized():
-            gathered: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, heap.state())
-            for items in gathered:
-                heap.load(items)
 
     def suspect_images(self, report: LabelQualityReport, heap: SuspectHeap | None = None) -> list:
         """The drawn suspects of ``heap`` (default: the first dataloader's), with the report's scores and names."""
@@ -352,17 +347,7 @@ class LabelQualityMonitor(Callback):
             if figure is not None:
                 adapter.log_figure(f"{key}/detection_curves", figure, step)
         # files go through a writer thread: the loop never waits on the disk (see `teardown`)
-        out_dir = self.resolve_report_dir(trainer)
-        paths = [out_dir / f"label_quality{tag}.json", out_dir / f"label_quality{tag}.csv"]
-        write_in_background(paths[0], report.to_json)
-        write_in_background(paths[1], partial(report.to_csv, method=self.rank_by))
-        if figure is not None:
-            from lightning_segqa.loggers.base import png_bytes
-            from lightning_segqa.visuals import figure_to_array
-
-            paths.append(out_dir / f"detection_curves{tag}.png")
-            write_in_background(paths[-1], png_bytes(figure_to_array(figure)))
-        run_in_background(partial(upload_report_files, adapters, paths))
+        queue_report_files(report, self.resolve_report_dir(trainer), tag, self.rank_by, figure, adapters)
 
     def resolve_report_dir(self, trainer: Trainer) -> Path:
         """Where the report files go: ``report_dir``, else the first logger's run folder, else ``default_root_dir``.
@@ -370,15 +355,7 @@ class LabelQualityMonitor(Callback):
         The run folder is the ``log_dir`` of TensorBoard and CSV loggers, ``segqa/`` in a W&B run's
         files, and ``segqa/`` in an MLflow run's artifacts, so each run keeps its own files.
         """
-        if self.report_dir is not None:
-            return self.report_dir
-        from lightning_segqa.loggers import adapters_for
-
-        for adapter in adapters_for(trainer.loggers):
-            run_dir = adapter.run_dir()
-            if run_dir is not None:
-                return run_dir
-        return Path(trainer.default_root_dir)
+        return self.report_dir if self.report_dir is not None else run_dir_of(trainer)
 
     def _apply_gate(self, trainer: Trainer) -> None:
         if self.max_suspect_fraction is None:

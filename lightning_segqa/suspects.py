@@ -55,8 +55,12 @@ class SuspectHeap:
         prepared: PreparedInputs,
         images: Tensor | None = None,
         is_mislabeled: Tensor | None = None,
+        names: Sequence[str] | None = None,
     ) -> None:
-        """Offer a batch; keeps the ``k`` lowest scores among the kept ones and this batch."""
+        """Offer a batch; keeps the ``k`` lowest scores among the kept ones and this batch.
+
+        ``names`` (one per image, e.g. file stems) are kept with the images and shown with them.
+        """
         if self.k == 0 or scores.numel() == 0:
             return
         worst_kept = self._items[-1]["score"] if len(self._items) >= self.k else float("inf")
@@ -88,6 +92,7 @@ class SuspectHeap:
                     "mis_small": mis_small[j].cpu(),
                     "image": None if images is None else images[pos].detach().float().cpu(),
                     "is_mislabeled": None if is_mislabeled is None else bool(is_mislabeled[pos]),
+                    "name": None if names is None else (str(names[pos]) or None),
                 }
             )
         self._merge([])
@@ -109,6 +114,14 @@ class SuspectHeap:
     def load(self, items: list[dict]) -> None:
         """Absorb items produced by :meth:`state`."""
         self._merge(items)
+
+    def gather(self, world_size: int) -> None:
+        """Absorb every process's kept images (a collective call under ``torch.distributed``; else nothing)."""
+        if world_size > 1 and self.k and torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list = [None] * world_size
+            torch.distributed.all_gather_object(gathered, self.state())
+            for items in gathered:
+                self.load(items)
 
     def entries(
         self,
@@ -154,6 +167,7 @@ class SuspectHeap:
                     image=e["image"],
                     issue_mask=issue,
                     is_mislabeled=e["is_mislabeled"],
+                    name=e.get("name"),
                     mark_rule=rule,
                 )
             )

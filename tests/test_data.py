@@ -300,3 +300,22 @@ def test_camvid_train_loads() -> None:
         assert item["image"].shape == (3, 192, 256) and item["image"].dtype == torch.float32
         assert item["mask"].shape == (192, 256) and int(item["mask"].max()) < 12
         assert float(item["image"].min()) >= 0.0 and float(item["image"].max()) <= 1.0
+
+
+def test_folder_max_class_id_leaves_ignore_index_out(tmp_path: Path) -> None:
+    image_dir, mask_dir = _folders(tmp_path)
+    masks = {"a": [0, 3], "b": [1, 255], "c": [2, 2]}
+    for name, ids in masks.items():
+        mask = np.full((8, 10), ids[0], np.uint8)
+        mask[:3] = ids[1]
+        _write(mask_dir / f"{name}.png", mask)
+        _write(image_dir / f"{name}.png", np.zeros((8, 10, 3), np.uint8))
+    ds = FolderSegmentationDataset(image_dir, mask_dir, 6, ignore_index=255)
+    reference = max(i for ids in masks.values() for i in ids if i != 255)
+    assert ds.max_class_id == reference == 3
+    only_ignored = tmp_path / "ignored"
+    (only_ignored / "images").mkdir(parents=True)
+    (only_ignored / "masks").mkdir()
+    _write(only_ignored / "masks" / "z.png", np.full((8, 10), 255, np.uint8))
+    Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(only_ignored / "images" / "z.png")
+    assert FolderSegmentationDataset(only_ignored / "images", only_ignored / "masks", 3, 255).max_class_id is None

@@ -176,9 +176,9 @@ def test_tensorboard_images_text_and_figure(tmp_path):
     acc = EventAccumulator(logger.log_dir, size_guidance={"images": 0, "tensors": 0})
     acc.Reload()
     images = set(acc.Tags()["images"])
-    assert images == {"suspects/rank01_idx17", "suspects/rank02_idx4", "curves"}
+    assert images == {"suspects/rank01", "suspects/rank02", "curves"}  # stable tags: index and name in captions
     for r, s in enumerate(SUSPECTS, start=1):
-        (event,) = acc.Images(f"suspects/rank{r:02d}_idx{s.index}")
+        (event,) = acc.Images(f"suspects/rank{r:02d}")
         expected = rendered(s)
         assert event.step == STEP
         assert (event.height, event.width) == expected.shape[:2]
@@ -197,8 +197,8 @@ def test_tensorboard_images_text_and_figure(tmp_path):
     assert table[2:] == ["| 1 | 17 | 0.0312 | True |", "| 2 | 4 | 0.25 | False |"]
     captions = text("suspects/captions").splitlines()
     assert captions == [
-        "- **rank01_idx17**: idx 17 | softmin score 0.0312 | true error",
-        "- **rank02_idx4**: idx 4 | softmin score 0.2500 | clean",
+        "- **rank01**: idx 17 | softmin score 0.0312 | true error",
+        "- **rank02**: idx 4 | softmin score 0.2500 | clean",
     ]
     summary = json.loads((Path(logger.log_dir) / "segqa/summary_step000005.json").read_text())
     assert summary == {"auroc": 0.5, "n": 3, "m": {"a": [1]}}
@@ -311,8 +311,13 @@ def wandb_run(tmp_path_factory):
         run = logger.experiment
         keys = set(run.summary.keys())
         files = Path(run.dir)
+        report_dir = adapter.run_dir()
+        outside = root / "elsewhere" / "label_quality.json"  # a report written outside the run: attached
+        outside.parent.mkdir()
+        outside.write_text('{"indexes": []}')
+        adapter.upload_files([outside])
         wandb.finish()
-    return SimpleNamespace(adapter=adapter, keys=keys, files=files)
+    return SimpleNamespace(adapter=adapter, keys=keys, files=files, report_dir=report_dir)
 
 
 def test_wandb_logged_keys(wandb_run):
@@ -356,8 +361,18 @@ def mlflow_run(tmp_path_factory):
         adapter = adapter_for(logger)
         log_everything(adapter)
         uri = logger.experiment.get_run(logger.run_id).info.artifact_uri
+        report_dir = adapter.run_dir()
+        report_dir.mkdir(parents=True)
+        (report_dir / "label_quality.csv").write_text("rank,index\n")  # already in the run: left as it is
+        outside = root / "elsewhere" / "label_quality.json"  # written outside the run: uploaded
+        outside.parent.mkdir()
+        outside.write_text('{"indexes": []}')
+        adapter.upload_files([outside, report_dir / "label_quality.csv"])
+        artifacts = {f.path for f in logger.experiment.list_artifacts(logger.run_id, "segqa")}
         logger.finalize("success")
-    return SimpleNamespace(adapter=adapter, artifacts=Path(unquote(urlparse(uri).path)))
+    return SimpleNamespace(
+        adapter=adapter, artifacts=Path(unquote(urlparse(uri).path)), report_dir=report_dir, listed=artifacts
+    )
 
 
 def test_mlflow_artifacts(mlflow_run):
@@ -374,3 +389,40 @@ def test_mlflow_artifacts(mlflow_run):
     summary = json.loads((art / "summary_step000005.json").read_text())
     assert summary == {"auroc": 0.5, "n": 3, "m": {"a": [1]}}
     assert decode(art / "curves_step000005.png").shape == figure_to_array(make_figure()).shape
+
+
+def test_wandb_report_files_go_to_the_run(wandb_run):
+    assert wandb_run.report_dir == wandb_run.files / "segqa"
+    assert json.loads((wandb_run.files / "label_quality.json").read_text()) == {"indexes": []}
+
+
+def test_mlflow_report_files_go_to_the_run(mlflow_run):
+    assert mlflow_run.report_dir == mlflow_run.artifacts / "segqa"
+    assert mlflow_run.listed == {"segqa/label_quality.json", "segqa/label_quality.csv"}
+    assert json.loads((mlflow_run.artifacts / "segqa" / "label_quality.json").read_text()) == {"indexes": []}
+
+
+def test_run_dir_of_file_loggers(tmp_path):
+    assert adapter_for(CSVLogger(tmp_path, name="csv")).run_dir() == tmp_path / "csv" / "version_0"
+    assert adapter_for(TensorBoardLogger(tmp_path, name="tb")).run_dir() == tmp_path / "tb" / "version_0"
+    assert adapter_for(PlainLogger(None)).run_dir() is None
+
+
+def test_files_are_readable_and_never_under_segqa_segqa(tmp_path):
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    adapter = adapter_for(CSVLogger(tmp_path, name="csv"))
+    adapter.log_table("segqa/ranking", ["a"], [[1]], 3)  # the monitor's keys start with its prefix
+    adapter.log_json("segqa/summary", {"a": 1}, 3)
+    adapter.log_figure("segqa/curves", make_figure(), 3)
+    adapter.log_suspects("segqa/suspects", SUSPECTS, 3, NAMES, None, 255)
+    root = adapter.files_dir()
+    expected = {"ranking_step000003.csv", "summary_step000003.json", "curves_step000003.png", "suspects"}
+    assert {p.name for p in root.iterdir()} == expected
+    assert not (root / "segqa").exists()
+    files = [p for p in root.rglob("*") if p.is_file()]
+    assert len(files) >= 6 and {p.stat().st_mode & 0o777 for p in files} == {0o666 & ~umask}
+    adapter.log_table("other/ranking", ["a"], [[1]], 3)  # another first folder stays
+    assert (root / "other" / "ranking_step000003.csv").is_file()

@@ -110,7 +110,10 @@ def test_audit_runs_on_a_folder(tmp_path, capsys):
     assert code == 0
     data = json.loads((out / "label_quality.json").read_text())
     assert sorted(data["indexes"]) == list(range(12))
-    assert "Worst masks:" in capsys.readouterr().out
+    assert data["names"] == [f"{i:05d}" for i in data["indexes"]]  # the file stems, aligned with the indexes
+    captured = capsys.readouterr()
+    assert "Worst masks:" in captured.out and "name" in captured.out
+    assert "GPU available" not in captured.err + captured.out  # Lightning's banners stay out of the way
 
 
 @pytest.mark.slow
@@ -127,3 +130,49 @@ def test_audit_on_camvid_subset(tmp_path):
     report = run_cross_validation(subset, 12, tmp_path, config, top_k=2)
     assert report.indexes.tolist() == list(range(12))
     assert torch.isfinite(report.scores["softmin"]).all()
+
+
+def test_audit_says_where_everything_is_and_warns_about_unused_classes(tmp_path, capsys, monkeypatch):
+    """The terminal part of the audit (training replaced by a stub that scores from the file names)."""
+    from lightning_segqa import pipelines
+
+    images, masks = make_street_scenes(4, 16, 24, seed=0)
+    stems = [f"shot_{i}" for i in range(4)]
+    img_dir, mask_dir = write_folder_dataset(tmp_path / "data", images, masks, names=stems)
+    scores = torch.tensor([0.5, 0.01, 0.7, 0.2])
+
+    def stub(dataset, num_classes, work_dir, config, class_names=None, ignore_index=None, top_k=10, palette=None):
+        names = [dataset[i]["name"] for i in range(len(dataset))]
+        return LabelQualityReport(torch.arange(4), {"softmin": scores, "iou": 1 - scores}, names=names)
+
+    monkeypatch.setattr(pipelines, "run_cross_validation", stub)
+    out = tmp_path / "out"
+    args = ["audit", "--images", str(img_dir), "--masks", str(mask_dir), "--num-classes", "12", "--out", str(out)]
+    assert main([*args, "--top-k", "2"]) == 0
+    captured = capsys.readouterr()
+    top = int(masks.max())
+    assert captured.err.strip() == (
+        f"segqa: warning: --num-classes is 12 but the largest class id in the masks is {top}: ids {top + 1}..11 "
+        f"never appear. If the masks use ids 0..{top} only, pass --num-classes {top + 1}."
+    )
+    lines = captured.out.splitlines()
+    assert "Worst masks: shot_1, shot_3" in lines
+    assert "Methods: SM = softmin (the paper method), IoU = intersection over union; lower = more likely mislabeled." in lines
+    assert f"See the worst masks: tensorboard --logdir {out / 'logs' / 'merged'}" == lines[-1]
+    assert any(line.split()[0] == "label_quality.csv" for line in lines if line.startswith("  "))
+    rank_one = next(line for line in lines if line.lstrip().startswith("1 "))
+    assert rank_one.split()[:3] == ["1", "1", "shot_1"]
+
+
+def test_quiet_terminal_hides_lightning_banners(capsys):
+    import warnings as w
+
+    from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+    from lightning_segqa.cli import quiet_terminal
+
+    with quiet_terminal():
+        rank_zero_info("GPU available: False, used: False")
+        w.warn("something to fix", UserWarning, stacklevel=1)
+    err = capsys.readouterr().err
+    assert "GPU available" not in err and err.strip() == "segqa: warning: something to fix"
