@@ -36,7 +36,8 @@ class WandbAdapter(LoggerAdapter):
     """``WandbLogger``: ``log_image`` with mask overlays, ``log_table``, figures as images.
 
     ``{key}/masks`` gets each suspect's image (or its pixel-score heat map when there is none)
-    with the given and predicted masks as W&B overlays; ``{key}/panels`` gets the rendered panels
+    with the given and predicted masks (and the marked pixels, when there are marks) as W&B
+    overlays; ``{key}/panels`` gets the rendered panels
     (padded with white to one size).
     Captions are ``rank{r:02d} <caption>``. JSON goes to ``segqa/`` in the run's files folder.
 

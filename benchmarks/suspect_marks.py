@@ -1,0 +1,121 @@
+"""How well the suspect pictures' marks find the pixels that were made wrong, on real CamVid masks.
+
+The masks are CamVid's (val split, downscaled to 96x128); errors of one kind are injected into a
+share of them (:func:`lightning_segqa.noise.inject_label_errors`). The "model" is a stand-in with
+known behaviour: it predicts the *original* mask, sure inside regions and unsure near borders
+(a blurred one-hot plus smooth noise), so what is measured is the marking rule, not a model. The
+masks go through ``LabelQuality`` (softmin, as the monitor's default) and a ``SuspectHeap`` that
+keeps every image, as the callback does, and the marks are compared with the changed pixels.
+Last, the per-batch cost of collecting the per-class self-confidence (what the monitor adds to
+each validation batch while it draws pictures) next to the softmin update itself.
+
+    python benchmarks/suspect_marks.py --data /work/shared/data/camvid
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from lightning_segqa.functional._inputs import prepare_inputs
+from lightning_segqa.functional.class_confidence import class_confidence_sums
+from lightning_segqa.metric import LabelQuality
+from lightning_segqa.noise import inject_label_errors
+from lightning_segqa.suspects import SuspectHeap
+
+K, UNLABELLED = 12, 11
+
+
+def load_masks(root: Path, size: tuple[int, int]) -> torch.Tensor:
+    files = sorted((root / "val" / "masks").glob("*.png"))
+    if not files:
+        raise SystemExit(f"no masks under {root / 'val' / 'masks'}: pass --data pointing at the CamVid folder")
+    masks = torch.stack([torch.from_numpy(np.array(Image.open(f))).long() for f in files])
+    return F.interpolate(masks[:, None].float(), size=size, mode="nearest")[:, 0].long()
+
+
+def stand_in_probs(true: torch.Tensor, seed: int) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    onehot = F.one_hot(true, K).permute(0, 3, 1, 2).float()
+    soft = F.avg_pool2d(onehot, 5, stride=1, padding=2, count_include_pad=False)
+    noise = F.avg_pool2d(torch.randn(onehot.shape, generator=g), 3, stride=1, padding=1) * 2
+    return (6.0 * soft + noise).softmax(1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=Path("/work/shared/data/camvid"))
+    parser.add_argument("--fraction", type=float, default=0.3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    true = load_masks(args.data, (96, 128))
+    n = len(true)
+    print(f"{n} CamVid val masks at 96x128; {args.fraction:.0%} corrupted per kind; stand-in model")
+    print(
+        "| error | corrupted: changed px marked (recall) | marks on changed px (precision) "
+        "| clean: share marked, mean (max) | clean: share with s < 0.5, mean (max) |"
+    )
+    print("|---|---|---|---|---|")
+    for kind in ("swap", "drop", "shift"):
+        given, is_bad = inject_label_errors(true, kind, args.fraction, args.seed, UNLABELLED)
+        probs = stand_in_probs(true, args.seed)
+        metric = LabelQuality(K, methods=["softmin"])
+        metric.keep_last_batch = metric.track_class_confidence = True
+        heap = SuspectHeap(n)
+        for start in range(0, n, 16):
+            sl = slice(start, start + 16)
+            metric.update(probs[sl], given[sl], indexes=torch.arange(n)[sl])
+            prepared, scores = metric.last_batch
+            heap.push(scores["score_softmin"], torch.arange(n)[sl], prepared)
+        report = metric.compute()
+        entries = heap.entries(class_thresholds=report.details["class_confidence"])
+        hits = changed = marked = 0
+        clean_marked, clean_low = [], []
+        for e in entries:
+            changed_px = given[e.index] != true[e.index]
+            if is_bad[e.index]:
+                hits += int((e.issue_mask & changed_px).sum())
+                changed += int(changed_px.sum())
+                marked += int(e.issue_mask.sum())
+            else:
+                clean_marked.append(float(e.issue_mask.float().mean()))
+                clean_low.append(float((e.pixel_scores < 0.5).float().mean()))
+        print(
+            f"| {kind} ({int(is_bad.sum())} images) | {hits / changed:.1%} | {hits / max(marked, 1):.1%} "
+            f"| {np.mean(clean_marked):.2%} ({np.max(clean_marked):.2%}) "
+            f"| {np.mean(clean_low):.2%} ({np.max(clean_low):.2%}) |"
+        )
+    print()
+    for b, k, h, w in ((16, 9, 96, 128), (8, 12, 192, 256)):
+        g = torch.Generator().manual_seed(0)
+        logits = torch.randn(b, k, h, w, generator=g)
+        target = logits.argmax(1)
+        metric = LabelQuality(k, methods=["softmin"], input_format="logits")
+        prepared = prepare_inputs(logits, target, num_classes=k, input_format="logits")
+        t_sums, t_update = [], []
+        for _ in range(60):
+            t0 = time.perf_counter()
+            class_confidence_sums(prepared)
+            t_sums.append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            metric.update(logits, target, torch.arange(b))
+            t_update.append(time.perf_counter() - t0)
+        print(
+            f"batch {b}x{k}x{h}x{w}, {torch.get_num_threads()} threads, fastest of 60: per-class self-confidence "
+            f"{min(t_sums) * 1e3:.2f} ms; softmin update from logits {min(t_update) * 1e3:.2f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
