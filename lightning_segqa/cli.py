@@ -145,12 +145,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Lightning warnings about settings the command line chose on purpose, and per-fold repeats of what
+#: the final summary says once
+_HIDDEN_WARNINGS = (
+    ".*does not have many workers.*",
+    ".*[Cc]heckpoint directory .* exists and is not empty.*",
+    ".*callbacks used to create the checkpoint need to be provided.*",
+    ".*smaller than the logging interval.*",
+    ".*The model agrees with the given masks on only.*",
+)
+
+
 @contextlib.contextmanager
 def quiet_terminal() -> Iterator[None]:
     """Keep Lightning's banners and hints out of the terminal; one line per warning.
 
-    Lightning's informational lines (accelerator banners, tips, "max_epochs reached") are
-    hidden for every fold; warnings stay, printed as ``segqa: warning: ...``.
+    Lightning's informational lines (accelerator banners, tips, "max_epochs reached") and its
+    hints about settings the command chose on purpose are hidden for every fold; other warnings
+    stay, printed once each as ``segqa: warning: ...``.
 
     Examples:
         >>> with quiet_terminal():
@@ -168,7 +180,11 @@ def quiet_terminal() -> Iterator[None]:
         for lg in loggers:
             lg.setLevel(logging.WARNING)
         warnings.showwarning = one_line
-        for pattern in (".*does not have many workers.*", ".*[Cc]heckpoint directory .* exists and is not empty.*"):
+        from lightning.fabric.utilities.warnings import PossibleUserWarning
+
+        for category in (PossibleUserWarning, DeprecationWarning, FutureWarning):  # hints for library authors
+            warnings.filterwarnings("ignore", category=category)
+        for pattern in _HIDDEN_WARNINGS:
             warnings.filterwarnings("ignore", pattern)
         try:
             yield
@@ -228,7 +244,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     missing = [split for split in ("train", "val") if not (Path(args.data) / split / "images").is_dir()]
     if missing:
         print(
-            f"segqa benchmark: CamVid not found at {args.data} (no {'/, '.join(missing)}/images/ there). "
+            f"segqa benchmark: CamVid not found at {args.data} "
+            f"(no {' or '.join(m + '/images/' for m in missing)} there). "
             "Pass --data with the folder holding train/ and val/ (images/ and masks/ each); "
             "see docs/benchmark.md for where to get CamVid.",
             file=sys.stderr,

@@ -74,7 +74,8 @@ def test_audit_class_id_out_of_range(tmp_path, capsys):
     img_dir, mask_dir = write_folder_dataset(tmp_path / "data", images, masks)
     code = main(["audit", "--images", str(img_dir), "--masks", str(mask_dir), "--num-classes", "3"])
     assert code == 2
-    assert "class id" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "class id" in err and "num_classes=9 covers every id" in err.splitlines()[-1]
 
 
 @pytest.mark.slow

@@ -128,6 +128,10 @@ class FolderSegmentationDataset(Dataset):
         if problems:
             extra = len(problems) - _MAX_LISTED
             more = [f"... and {extra} more"] if extra > 0 else []
+            if self.max_class_id is not None and self.max_class_id >= num_classes:
+                top = self.max_class_id
+                more.append(f"(the largest class id in the masks is {top}: num_classes={top + 1} covers "
+                            "every id; or set ignore_index for an id to leave out)")  # fmt: skip
             head = f"invalid dataset (images_dir={self.images_dir}, masks_dir={self.masks_dir}):"
             raise ValueError("\n  ".join([head, *problems[:_MAX_LISTED], *more]))
         self._files = [(images[s], masks[s]) for s in self.names]
