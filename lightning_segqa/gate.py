@@ -100,10 +100,14 @@ class GateDecision:
             f"{name} (#{i}, {s:.3f})" if name else f"#{i} ({s:.3f})"
             for (i, s), name in zip(self.worst, names, strict=True)
         )
-        rule = "are suspects by the default rule" if self.threshold is None else f"score below {self.threshold:g}"
+        rule = (
+            f"are suspects by the default rule on {self.method}"
+            if self.threshold is None
+            else f"score below {self.threshold:g} by {self.method}"
+        )
         return (
             f"Label-quality gate {verdict}: {self.suspect_fraction:.1%} of {self.num_images} images "
-            f"({len(self.suspects)}) {rule} by {self.method} (limit {self.max_suspect_fraction:.1%}). "
+            f"({len(self.suspects)}) {rule} (limit {self.max_suspect_fraction:.1%}). "
             f"Worst images: {worst or 'none'}."
         )
 
