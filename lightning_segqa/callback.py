@@ -16,7 +16,7 @@ from lightning_segqa.agreement import warn_if_weak_model
 from lightning_segqa.gate import ON_FAIL, GateDecision, LabelQualityError, check_gate_args, evaluate_gate
 from lightning_segqa.loggers.steps import scalar_step
 from lightning_segqa.metric import LOCAL_METHODS, LabelQuality
-from lightning_segqa.outputs import KEY_FORMATS, PREDS_KEYS, OutputReader  # noqa: F401  (re-exported)
+from lightning_segqa.outputs import OutputReader
 from lightning_segqa.publishing import queue_report_files, report_rows, run_dir_of, table_columns
 from lightning_segqa.report import (
     DETECTION_METRICS,
@@ -144,8 +144,6 @@ class LabelQualityMonitor(Callback):
             raise ValueError(f"`every_n_epochs` must be a positive int, got {every_n_epochs!r}.")
         if class_names is not None and len(class_names) != num_classes:
             raise ValueError(f"`class_names` must name all {num_classes} classes, got {len(class_names)} names.")
-        if extract is not None and not callable(extract):
-            raise TypeError(f"`extract` must be callable as extract(outputs, batch), got {type(extract).__name__}.")
         if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
             raise ValueError(f"`start_epoch` must be a non-negative int, got {start_epoch!r}.")
         self.num_classes = num_classes

@@ -92,7 +92,11 @@ def test_default_rule_and_names_in_the_decision(named):
     assert "frame_11 (#11, 0.000), frame_04 (#4, 0.001)" in d.message and "default rule" in d.message
     err = LabelQualityError.from_decision(d)
     assert (err.fraction, err.limit, err.method, err.suspects, err.names) == (
-        pytest.approx(2 / 30), 0.01, "softmin", [11, 4], ["frame_11", "frame_04"]
+        pytest.approx(2 / 30),
+        0.01,
+        "softmin",
+        [11, 4],
+        ["frame_11", "frame_04"],
     )
     import pickle
 

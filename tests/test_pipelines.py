@@ -158,7 +158,10 @@ def test_audit_says_where_everything_is_and_warns_about_unused_classes(tmp_path,
     )
     lines = captured.out.splitlines()
     assert "Worst masks: shot_1, shot_3" in lines
-    assert "Methods: SM = softmin (the paper method), IoU = intersection over union; lower = more likely mislabeled." in lines
+    assert (
+        "Methods: SM = softmin (the paper method), IoU = intersection over union; lower = more likely mislabeled."
+        in lines
+    )
     assert f"See the worst masks: tensorboard --logdir {out / 'logs' / 'merged'}" == lines[-1]
     assert any(line.split()[0] == "label_quality.csv" for line in lines if line.startswith("  "))
     rank_one = next(line for line in lines if line.lstrip().startswith("1 "))

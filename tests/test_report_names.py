@@ -86,7 +86,9 @@ def test_repeated_index_with_a_different_mask_warns_once_with_the_count():
     changed = target[[1, 4]].clone()
     changed[:, 0, 0] = (changed[:, 0, 0] + 1) % 3  # one pixel differs
     metric.update(probs[[1, 4]], changed, torch.tensor([1, 4]))
-    with pytest.warns(UserWarning, match=r"^2 dataset index\(es\) were given more than once with different masks") as rec:
+    with pytest.warns(
+        UserWarning, match=r"^2 dataset index\(es\) were given more than once with different masks"
+    ) as rec:
         report = metric.compute()
     assert len([w for w in rec if "different masks" in str(w.message)]) == 1
     torch.testing.assert_close(report.scores["softmin"], first.scores["softmin"])  # the first mask's scores kept
