@@ -10,9 +10,11 @@ resumes, and folds can run as separate jobs (``folds=[i]``) and be merged later
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ from lightning_segqa.fingerprint import (
     sequence_names,
 )
 from lightning_segqa.folds import RECORD_NAME, heldout_path, kfold_splits, missing_folds, save_or_check_record
-from lightning_segqa.merge import merge_folds, merged_monitor, monitor_config
+from lightning_segqa.merge import _no_distributed, merge_folds, merged_monitor, monitor_config
 from lightning_segqa.report import LabelQualityReport
 from lightning_segqa.seeding import derive_seed
 from lightning_segqa.tta import FlipTTA, check_tta
@@ -51,10 +53,6 @@ __all__ = ["CHECKPOINTS", "CrossValidation", "cross_validate", "kfold_splits", "
 
 CHECKPOINTS = ("last", "best")
 DatamoduleFactory = Callable[[int, list[int], list[int]], LightningDataModule]
-
-
-def _no_distributed() -> bool:
-    return False
 
 
 def _barrier() -> None:
@@ -197,6 +195,7 @@ class CrossValidation:
         self.trained_folds: list[int] = []
         self.fold_costs: dict[int, dict[str, float]] = {}
         self.merged_monitor: LabelQualityMonitor | None = None
+        self._fold_loggers: dict[int, Any] = {}
 
     # ------------------------------------------------------------------ pieces
     def fold_dir(self, fold: int) -> Path:
@@ -283,7 +282,7 @@ class CrossValidation:
             save_on_train_epoch_end=None if best else True,
             enable_version_counter=False,
         )
-        logger = self._logger(f"fold_{fold}")
+        logger = self._fold_loggers[fold] = self._logger(f"fold_{fold}")
         trainer = Trainer(
             default_root_dir=str(self.fold_dir(fold)),
             logger=logger,
@@ -324,10 +323,9 @@ class CrossValidation:
             **scoring_kwargs(self.trainer_kwargs),
         )
         start = time.perf_counter()
-        if self.tta:
-            with tta.applied(model):
-                trainer.validate(model, datamodule=dm, ckpt_path=str(ckpt_path), verbose=False)
-        else:
+        with warnings.catch_warnings(), tta.applied(model) if self.tta else contextlib.nullcontext():
+            # the scoring trainer has no ModelCheckpoint on purpose: it only reads the weights
+            warnings.filterwarnings("ignore", ".*callbacks used to create the checkpoint need to be provided.*")
             trainer.validate(model, datamodule=dm, ckpt_path=str(ckpt_path), verbose=False)
         score_seconds = time.perf_counter() - start
         states = monitor.last_states
@@ -358,11 +356,10 @@ class CrossValidation:
             f"Cross-validation: fold {fold} done ({done} of {todo} to run in this call, {self.num_folds} folds in "
             f"all); elapsed {elapsed:.0f} s, about {remaining:.0f} s left."
         )
-        if self.logging and rank_zero_only.rank == 0:
-            logger = self._logger("progress")
-            logger.log_metrics(
-                {"cv/folds_done": done, "cv/elapsed_seconds": elapsed, "cv/remaining_seconds": remaining}, step=fold
-            )
+        logger = self._fold_loggers.pop(fold, None)
+        if logger and rank_zero_only.rank == 0:  # the fold's own logger version
+            metrics = {"cv/folds_done": done, "cv/elapsed_seconds": elapsed, "cv/remaining_seconds": remaining}
+            logger.log_metrics({**metrics, **{f"cv/{k}": v for k, v in self.fold_costs.get(fold, {}).items()}})
             logger.finalize("success")
 
     # ------------------------------------------------------------------ the run

@@ -26,6 +26,10 @@ from lightning_segqa.report import LabelQualityReport, wait_for_writes
 __all__ = ["merge_folds", "merged_monitor", "monitor_config", "monitor_from_config"]
 
 
+def _no_distributed() -> bool:
+    return False
+
+
 def monitor_config(monitor: LabelQualityMonitor, scoring_only: bool = False) -> dict[str, Any]:
     """The monitor's settings as JSON: what changes scores (``scoring_only``) or all to rebuild it.
 
@@ -99,6 +103,7 @@ def merged_monitor(
         )
     merged = copy.deepcopy(monitor) if monitor is not None else monitor_from_config(record["monitor"])
     metric = merged.metric
+    metric.distributed_available_fn = _no_distributed  # the files hold every fold: no gathering across processes
     metric.reset()
     merged.heap.clear()
     for fold in range(num_folds):
