@@ -178,13 +178,16 @@ def test_bad_arguments():
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_give_the_same_report(data, tmp_path):
-    """Validation under DDP (2 CPU processes, gloo): the written report equals one process's."""
+def test_ddp_two_processes_give_the_same_report(data, tmp_path, capfd):
+    """Validation under DDP (2 CPU processes, gloo): the written report equals one process's.
+
+    The monitor's own scalars raise no "use sync_dist=True" warning (the processes' stderr is read).
+    """
     from lightning_segqa import LabelQualityReport
 
     torch.manual_seed(0)
     model = SegmentationModule(K, arch="tiny")
-    subset = torch.utils.data.Subset(data, list(range(11)))  # odd: the sampler repeats an index
+    subset = Named(torch.utils.data.Subset(data, list(range(11))), "img")  # odd: the sampler repeats an index
     reports = {}
     for name, kwargs in {"ddp": {"devices": 2, "strategy": "ddp_spawn"}, "single": {"devices": 1}}.items():
         monitor = LabelQualityMonitor(K, top_k=2, downsample=2, report_dir=tmp_path / name)
@@ -199,7 +202,11 @@ def test_ddp_two_processes_give_the_same_report(data, tmp_path):
         trainer.validate(model, DataLoader(subset, batch_size=3), verbose=False)
         reports[name] = LabelQualityReport.from_json(tmp_path / name / "label_quality.json")
     ddp, single = reports["ddp"], reports["single"]
+    err = capfd.readouterr().err
+    assert "GLOBAL_RANK: 1" in err  # the second process's stderr is read
+    assert "self.log('segqa/" not in err
     assert ddp.indexes.tolist() == single.indexes.tolist() == list(range(11))
+    assert ddp.names == single.names == [f"img_{i:03d}" for i in range(11)]  # names are gathered with the scores
     for m in single.methods:
         torch.testing.assert_close(ddp.scores[m], single.scores[m], atol=1e-5, rtol=0)
 
