@@ -214,3 +214,27 @@ def test_camvid_tiny_scale(tmp_path):
     assert set(result.metrics) == {"drop", "swap"}
     assert set(result.metrics["swap"]["tiny"]) == set(METHODS)
     assert "Table 1. AUROC" in lines[-2] and (tmp_path / "t.md").is_file()
+
+
+def test_predict_probs_with_flip_tta_averages_flipped_back():
+    from lightning_segqa.models import TinySegNet
+
+    torch.manual_seed(0)
+    net = TinySegNet(3, 4).eval()
+    x = torch.rand(5, 3, 8, 12)
+    with torch.no_grad():
+        expected = (net(x).softmax(1) + net(x.flip(-1)).softmax(1).flip(-1)) / 2
+    got = benchmark.predict_probs(net, x, batch_size=2, tta=("hflip",))
+    torch.testing.assert_close(got.float(), expected, atol=1e-3, rtol=0)  # float16 storage
+    assert not torch.allclose(got.float(), benchmark.predict_probs(net, x, batch_size=2).float(), atol=1e-3)
+
+
+def test_tta_runs_report_both_columns_from_one_training(scenes, tmp_path, monkeypatch):
+    calls = []
+    train = benchmark.train_model
+    monkeypatch.setattr(benchmark, "train_model", lambda *a, **k: calls.append(1) or train(*a, **k))
+    args = _args(tmp_path, errors=["swap"], tta=["hflip"])
+    result = run_benchmark(args, scenes, echo=lambda s: None)
+    assert sorted(result.metrics["swap"]) == ["tiny", "tiny+hflip"] and calls == [1]
+    run_benchmark(args, scenes, echo=lambda s: None)  # both come back from the cache
+    assert calls == [1]
