@@ -10,11 +10,22 @@ Last, the per-batch cost of collecting the per-class self-confidence (what the m
 each validation batch while it draws pictures) next to the softmin update itself.
 
     python benchmarks/suspect_marks.py --data /work/shared/data/camvid
+
+With ``--audit DIR`` (the output folder of ``segqa audit``), it also scores every image with its
+fold's trained model (out of fold, as the audit did) and compares, per image, the share of
+pixels marked with the share below 0.5, on the natural masks (no truth: all images, and the
+audit's ten worst):
+
+    segqa audit --images /work/shared/data/camvid/val/images --masks /work/shared/data/camvid/val/masks \
+        --num-classes 12 --class-names docs/camvid_classes.txt --size 96 128 --epochs 6 --folds 3 \
+        --out runs/camvid_audit --seed 0
+    python benchmarks/suspect_marks.py --data /work/shared/data/camvid --audit runs/camvid_audit
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -53,12 +64,53 @@ def stand_in_probs(true: torch.Tensor, seed: int) -> torch.Tensor:
     return (6.0 * soft + noise).softmax(1)
 
 
+def audit_shares(data: Path, audit: Path) -> None:
+    """Per image of a `segqa audit` run: share of pixels marked against share with s < 0.5."""
+    from lightning_segqa.data import FolderSegmentationDataset
+    from lightning_segqa.models import SegmentationModule
+
+    splits = json.loads((audit / "splits.json").read_text())["folds"]
+    dataset = FolderSegmentationDataset(data / "val" / "images", data / "val" / "masks", K, size=(96, 128))
+    metric = LabelQuality(K, methods=["softmin"])
+    metric.keep_last_batch = metric.track_class_confidence = True
+    heap = SuspectHeap(len(dataset))
+    for fold, held in enumerate(splits):
+        model = SegmentationModule.load_from_checkpoint(audit / f"fold_{fold}" / "checkpoints" / "last.ckpt")
+        model.eval()
+        for start in range(0, len(held), 16):
+            items = [dataset[i] for i in held[start : start + 16]]
+            images = torch.stack([it["image"] for it in items])
+            masks = torch.stack([it["mask"] for it in items])
+            indexes = torch.stack([it["index"] for it in items])
+            with torch.no_grad():
+                logits = model(images)
+            metric.update(logits, masks, indexes=indexes)
+            prepared, scores = metric.last_batch
+            heap.push(scores["score_softmin"], indexes, prepared)
+    report = metric.compute()
+    entries = heap.entries(class_thresholds=report.details["class_confidence"])  # worst first
+    marked = np.array([float(e.issue_mask.float().mean()) for e in entries])
+    low = np.array([float((e.pixel_scores < 0.5).float().mean()) for e in entries])
+    print(f"{len(entries)} CamVid val images scored out of fold by the audit's models (96x128)")
+    print("| images | share marked: median (max) | share with s < 0.5: median (max) |")
+    print("|---|---|---|")
+    for name, sl in (("all", slice(None)), ("10 worst by softmin", slice(0, 10)), ("the rest", slice(10, None))):
+        print(
+            f"| {name} | {np.median(marked[sl]):.1%} ({marked[sl].max():.1%}) "
+            f"| {np.median(low[sl]):.1%} ({low[sl].max():.1%}) |"
+        )
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("/work/shared/data/camvid"))
     parser.add_argument("--fraction", type=float, default=0.3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--audit", type=Path, default=None, help="output folder of `segqa audit` (optional)")
     args = parser.parse_args()
+    if args.audit is not None:
+        audit_shares(args.data, args.audit)
     true = load_masks(args.data, (96, 128))
     n = len(true)
     print(f"{n} CamVid val masks at 96x128; {args.fraction:.0%} corrupted per kind; stand-in model")

@@ -135,11 +135,12 @@ class SuspectHeap:
 
         Args:
             method: name shown with the score.
-            cl_cutoff: dataset-level confident-learning cutoff; when given, issue masks are drawn.
+            cl_cutoff: dataset-level confident-learning cutoff; without ``class_thresholds``, its
+                issue pixels (at the working resolution) are marked.
             ignore_index: value restored in the given mask where pixels were ignored.
             scores: final scores by index (e.g. from the report) to show instead of the heap's.
             class_thresholds: per-class self-confidence (``report.details["class_confidence"]``);
-                without ``cl_cutoff``, the confidently mispredicted pixels are marked instead
+                when given, the confidently mispredicted pixels are marked at full resolution
                 (see :func:`~lightning_segqa.functional.class_confidence.confident_mispredictions`).
         """
         out = []
@@ -148,14 +149,14 @@ class SuspectHeap:
             if ignore_index is not None:
                 target = torch.where(target < 0, ignore_index, target)
             issue, rule = None, None
-            if cl_cutoff is not None:
+            if class_thresholds is not None and "p_pred" in e:  # full resolution: crisp marks
+                issue = confident_mispredictions(e["pixel_scores"], e["pred"], e["p_pred"], class_thresholds)
+                rule = MARK_CONFIDENT
+            elif cl_cutoff is not None:  # confident learning's issues at its working resolution
                 small = e["mis_small"] & (e["s_small"] <= cl_cutoff)
                 f = self.downsample
                 issue = small.repeat_interleave(f, 0).repeat_interleave(f, 1)[: target.shape[0], : target.shape[1]]
                 rule = MARK_CL_ISSUES
-            elif class_thresholds is not None and "p_pred" in e:
-                issue = confident_mispredictions(e["pixel_scores"], e["pred"], e["p_pred"], class_thresholds)
-                rule = MARK_CONFIDENT
             out.append(
                 SuspectImage(
                     index=e["index"],

@@ -174,14 +174,26 @@ def test_marks_are_the_relabelled_region_and_almost_nothing_on_clean_images(rela
         assert share < 0.005 and low > 0.03  # measured: 0.07-0.33 % marked, 3.6-5.3 % below 0.5
 
 
-def test_cl_cutoff_marks_take_precedence_and_no_thresholds_mark_nothing():
+def test_thresholds_mark_at_full_resolution_cl_issues_otherwise_and_nothing_without_either():
     images, true = make_street_scenes(2, 16, 16, seed=1)
+    given_mask = true.clone()
+    given_mask[0, :8, :8] = (true[0, :8, :8] + 1) % K  # a wrong 8x8 block
     probs = _model_probs(true, 1)
-    heap = SuspectHeap(2)
-    heap.push(torch.tensor([0.1, 0.2]), torch.arange(2), prepare_inputs(probs, true))
+    heap = SuspectHeap(2, downsample=4)
+    heap.push(torch.tensor([0.1, 0.2]), torch.arange(2), prepare_inputs(probs, given_mask))
     assert all(e.issue_mask is None and e.mark_rule is None for e in heap.entries())
-    with_cl = heap.entries(cl_cutoff=1.0, class_thresholds=[0.5] * K)
-    assert all(e.mark_rule == "confident-learning label issues" for e in with_cl)
+    both = heap.entries(cl_cutoff=1.0, class_thresholds=[0.3] * K)
+    assert [e.mark_rule for e in both] == [MARK_CONFIDENT] * 2
+    s = probs.gather(1, given_mask.unsqueeze(1)).squeeze(1)
+    p_pred = probs.amax(1)
+    expected = (s < p_pred) & (p_pred >= 0.3 - 1e-6)
+    by_index = {e.index: e for e in both}
+    for i in range(2):
+        assert torch.equal(by_index[i].issue_mask, expected[i])
+    cl_only = heap.entries(cl_cutoff=1.0)
+    assert [e.mark_rule for e in cl_only] == ["confident-learning label issues"] * 2
+    blocks = {e.index: e.issue_mask for e in cl_only}[0]
+    assert torch.equal(blocks, blocks[::4, ::4].repeat_interleave(4, 0).repeat_interleave(4, 1))  # 4x4 cells
 
 
 # ---------------------------------------------------------------- the picture
