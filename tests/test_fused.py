@@ -10,6 +10,8 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from lightning_segqa import LabelQuality
 from lightning_segqa import functional as F
@@ -28,16 +30,11 @@ SCORES = (F.softmin, F.confidence_in_label, F.correctly_classified_pixels, F.iou
 
 @pytest.fixture(autouse=True)
 def kernels_compile(monkeypatch):
-    """Every test here runs compiled graphs (no silent fallback) and leaves the kernels on.
-
-    The C kernel that takes over ``label_sums`` for float32 on CPU is switched off: these tests
-    are about the inductor kernels (``tests/test_native.py`` covers the C kernel).
-    """
+    """Every test here runs compiled graphs (no silent fallback) and leaves the kernels on."""
     from tests.conftest import NO_COMPILER, cpp_compiler, strict_compile
 
     if cpp_compiler() is None:
         pytest.skip(NO_COMPILER)
-    monkeypatch.setenv("LIGHTNING_SEGQA_NATIVE", "0")
     state = fused._STATE  # (a test may swap in its own)
     with strict_compile():
         yield
@@ -62,7 +59,8 @@ def test_pixel_core_matches_brute_force(compiled_calls):
     for probs, target in [tied_case(), random_case(11, n=3, k=6, h=7, w=9)]:
         b, k = probs.shape[:2]
         flat, t = probs.reshape(b, k, -1), target.reshape(b, -1)
-        s, wrong, cell = fused.pixel_core(flat, t, None)
+        (s, wrong, cell), stats = fused.pixel_core(flat, t, None)
+        assert stats is None
         for i in range(b):
             for j in range(flat.shape[2]):
                 column = flat[i, :, j].tolist()
@@ -81,7 +79,7 @@ def test_ties_follow_the_eager_rules():
     # a right label; classes 0 and 2 tied at the max above the label (predicted 0, the first)
     for fn in SCORES:
         torch.testing.assert_close(fn(probs, target, compile=True), fn(probs, target), atol=1e-7, rtol=0)
-    eager, compiled = PixelPass(prepare_inputs(probs, target)), PixelPass(prepare_inputs(probs, target, compile=True))
+    eager, compiled = PixelPass(prepare_inputs(probs, target)), PixelPass(prepare_inputs(probs, target), compile=True)
     assert torch.equal(compiled.pred(), eager.pred())
     assert torch.equal(compiled.mis_pred, eager.mis_pred) and torch.equal(compiled.mis_pmax, eager.mis_pmax)
 
@@ -95,8 +93,7 @@ def test_compiled_scores_equal_eager_and_references(case, dtype, compiled_calls)
         target.numpy(), probs.numpy(), method="softmin", verbose=False
     )[0]
     np.testing.assert_allclose(F.softmin(probs, target, compile=True).numpy(), ref_softmin, atol=1e-6, rtol=0)
-    prepared = prepare_inputs(probs, target, compile=True)
-    compiled = local_scores(prepared, 0.1)
+    compiled = local_scores(prepare_inputs(probs, target), 0.1, compile=True)
     eager = local_scores(prepare_inputs(probs, target), 0.1)
     for m in LOCAL_METHODS:
         assert compiled[m].dtype == eager[m].dtype == dtype
@@ -130,7 +127,7 @@ def test_ignored_pixels_volumes_and_logits():
         assert torch.equal(mask, F.find_label_issues(logits, target, ignore_index=255, downsample=ds))
     probs, target2 = random_case(12, n=3, k=5, h=9, w=8)
     target2[1, :3] = 255
-    pp = PixelPass(prepare_inputs(probs, target2, ignore_index=255, compile=True))
+    pp = PixelPass(prepare_inputs(probs, target2, ignore_index=255), compile=True)
     ref = PixelPass(prepare_inputs(probs, target2, ignore_index=255))
     assert torch.equal(pp.pred(), ref.pred()) and torch.equal(pp.class_counts, ref.class_counts)
     assert all(torch.equal(a, b) for a, b in zip(pp.mis_counts, ref.mis_counts, strict=True))
@@ -165,7 +162,7 @@ def test_outside_the_kernels_domain_the_eager_path_runs(monkeypatch, compiled_ca
     assert score.requires_grad
     assert not compiled_calls
     monkeypatch.setattr(fused, "MAX_CELLS", 10)
-    pp = PixelPass(prepare_inputs(probs, target, compile=True))
+    pp = PixelPass(prepare_inputs(probs, target), compile=True)
     assert pp._cell is None
     torch.testing.assert_close(local_scores(pp)["iou"], F.iou(probs, target))
 
@@ -187,7 +184,7 @@ def no_compiler(monkeypatch):
 
 def test_a_compiler_failure_warns_once_and_falls_back(no_compiler):
     probs, target = random_case(14)
-    with pytest.warns(RuntimeWarning, match=r"could not compile its kernels \(RuntimeError: no C\+\+ compiler\)"):
+    with pytest.warns(RuntimeWarning, match=r"could not be built \(RuntimeError: no C\+\+ compiler\)"):
         ours = F.iou(probs, target, compile=True)
     torch.testing.assert_close(ours, F.iou(probs, target))
     assert not fused.usable(probs.reshape(4, 5, -1), 0.1)
@@ -210,11 +207,11 @@ def test_unchecked_labels_are_refused_where_compiling_fails(no_compiler):
             score(probs, target, input_format="probs", validate_args=False, compile=True)
 
 
-def test_compile_must_be_a_bool():
+def test_compile_must_be_a_bool_or_none():
     probs, target = random_case(15)
-    with pytest.raises(TypeError, match="`compile` must be a bool, got 'yes'"):
+    with pytest.raises(TypeError, match="`compile` must be True, False or None .*, got 'yes'"):
         F.softmin(probs, target, compile="yes")
-    with pytest.raises(TypeError, match="`compile` must be a bool, got 1"):
+    with pytest.raises(TypeError, match="`compile` must be True, False or None .*, got 1"):
         LabelQuality(num_classes=5, compile=1)
 
 
@@ -256,7 +253,7 @@ def test_softmin_over_several_chunks_and_its_fallback(monkeypatch):
     target[2] = 255
     eager = F.softmin(probs, target, ignore_index=255)
     monkeypatch.setattr(pixel, "CHUNK_PIXELS", 84)  # two images (42 pixels each) per chunk
-    pp = PixelPass(prepare_inputs(probs, target, ignore_index=255, compile=True))
+    pp = PixelPass(prepare_inputs(probs, target, ignore_index=255), compile=True)
     torch.testing.assert_close(pp.softmin(0.1), eager, atol=1e-6, rtol=0, equal_nan=True)
     calls = []
 
@@ -321,7 +318,7 @@ def test_non_contiguous_probabilities_on_the_compiled_pass():
     probs, target = random_case(19, n=3, k=5, h=6, w=7)
     strided = probs.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
     valid = torch.ones_like(target, dtype=torch.bool)
-    pp = PixelPass(PreparedInputs(strided, target, valid, all_valid=True, compile=True))
+    pp = PixelPass(PreparedInputs(strided, target, valid, all_valid=True), compile=True)
     ref = PixelPass(PreparedInputs(probs, target, valid, all_valid=True))
     assert pp._cell is not None and not pp._flat.is_contiguous()
     assert torch.equal(pp.mis_pmax, ref.mis_pmax) and torch.equal(pp.mis_pred, ref.mis_pred)
@@ -331,7 +328,7 @@ def test_non_contiguous_probabilities_on_the_compiled_pass():
 def test_a_new_batch_size_does_not_compile_again(monkeypatch):
     """Any batch size reuses a kernel's graph; a new image size or class count compiles once more.
 
-    (`pixel_core` compiles once per class count: its class loop is written out.)
+    (`pixel_core` and `label_sums` compile once per class count: their class loop is written out.)
 
     The first graph has the image size and class count fixed (the fast code); after one of
     them changes, torch makes it dynamic and later values reuse the second graph. Batches with
@@ -355,7 +352,7 @@ def test_a_new_batch_size_does_not_compile_again(monkeypatch):
     graphs = []
     for probs, target in cases:
         torch.testing.assert_close(F.softmin(probs, target, compile=True), F.softmin(probs, target), atol=1e-6, rtol=0)
-        compiled = local_scores(prepare_inputs(probs, target, compile=True), 0.1)
+        compiled = local_scores(prepare_inputs(probs, target), 0.1, compile=True)
         eager = local_scores(prepare_inputs(probs, target), 0.1)
         for m in LOCAL_METHODS:
             torch.testing.assert_close(compiled[m], eager[m], atol=1e-6, rtol=0)
@@ -363,9 +360,9 @@ def test_a_new_batch_size_does_not_compile_again(monkeypatch):
     assert sorted(fused._COMPILED) == ["label_sums", "pixel_core", "weighted_sums"]
     # new batch size: 0; first new image size: one more graph for each of the three kernels;
     # first new class count: one more for the two kernels that see classes; a further class
-    # count: one more for `pixel_core` (its class loop is written out, up to UNROLL_CLASSES);
-    # a class count seen before: none
-    assert [b - a for a, b in zip(graphs[:-1], graphs[1:], strict=True)] == [0, 3, 0, 2, 1, 0]
+    # count: one more for each of them again (their class loop is written out, up to
+    # UNROLL_CLASSES); a class count seen before: none
+    assert [b - a for a, b in zip(graphs[:-1], graphs[1:], strict=True)] == [0, 3, 0, 2, 2, 0]
 
 
 @pytest.mark.parametrize("unroll", [0, 32], ids=["class loop as a reduction", "class loop written out"])
@@ -374,9 +371,174 @@ def test_both_forms_of_the_class_loop_equal_eager(unroll, monkeypatch):
     monkeypatch.setattr(fused, "UNROLL_CLASSES", unroll)
     for probs, target in [tied_case(), random_case(40, n=3, k=7, h=5, w=9)]:
         eager = PixelPass(prepare_inputs(probs, target))
-        compiled = PixelPass(prepare_inputs(probs, target, compile=True))
+        compiled = PixelPass(prepare_inputs(probs, target), compile=True)
         assert compiled._cell is not None  # the kernel ran
         assert torch.equal(compiled.s, eager.s) and torch.equal(compiled.wrong, eager.wrong)
         assert torch.equal(compiled.pred(), eager.pred())
         for fn in SCORES:
             torch.testing.assert_close(fn(probs, target, compile=True), fn(probs, target), atol=1e-7, rtol=0)
+
+
+# --- the value checks in the same pass as the scores -------------------------------------------
+
+
+def _bad_inputs(kind):
+    """A batch broken in one way, with the input format that exposes it."""
+    probs, target = random_case(50, n=3, k=4, h=5, w=6)
+    fmt = "auto"
+    if kind == "nan":
+        probs[1, 2, 3, 4] = float("nan")
+    elif kind == "inf":
+        probs[0, 1, 0, 0] = float("inf")
+    elif kind == "label too large":
+        target[2, 1, 1] = 4
+    elif kind == "negative label":
+        target[0, 0, 0] = -3
+    elif kind == "sums off one":
+        probs[1, :, 2, 2] *= 0.9
+        fmt = "probs"
+    elif kind == "negative probability":
+        probs[2, 0, 0, 0] = -0.01
+        fmt = "probs"
+    elif kind == "all logits -inf":
+        probs = probs.log()
+        probs[1, :, 0, 0] = float("-inf")
+    return probs, target, fmt
+
+
+BAD = ["nan", "inf", "label too large", "negative label", "sums off one", "negative probability", "all logits -inf"]
+
+
+def _error(fn):
+    try:
+        fn()
+    except (ValueError, RuntimeError) as err:
+        return type(err), str(err)
+    return None
+
+
+@pytest.mark.parametrize("kind", BAD)
+def test_the_checks_in_the_pass_raise_the_eager_errors(kind, compiled_calls):
+    """NaN/inf, bad labels and probabilities that do not sum to one: same error, same message."""
+    probs, target, fmt = _bad_inputs(kind)
+    calls = [
+        lambda c: F.softmin(probs, target, input_format=fmt, compile=c),
+        lambda c: F.iou(probs, target, input_format=fmt, compile=c),
+        lambda c: F.find_label_issues(probs, target, input_format=fmt, compile=c),
+        lambda c: F.connected_components(probs, target, input_format=fmt, downsample=2, compile=c),
+        lambda c: LabelQuality(4, input_format=fmt, downsample=1, compile=c).update(probs, target, torch.arange(3)),
+    ]
+    for call in calls:
+        eager = _error(lambda call=call: call(False))
+        assert eager is not None and eager[0] is ValueError, (kind, eager)
+        assert _error(lambda call=call: call(True)) == eager
+    assert compiled_calls  # the compiled passes did the checking
+
+
+def test_the_checks_ride_on_the_scoring_pass(monkeypatch, compiled_calls):
+    """With the compiled kernels the default checks read nothing of their own: one pass per score."""
+    from lightning_segqa.functional import _inputs
+
+    eager_checks = []
+    validate = _inputs._validate_values
+    monkeypatch.setattr(_inputs, "_validate_values", lambda *a, **kw: eager_checks.append(1) or validate(*a, **kw))
+    probs, target = random_case(51)
+    target[0, 0, 0] = 255
+    assert torch.isfinite(F.softmin(probs, target, ignore_index=255, compile=True)).all()
+    assert compiled_calls == {"label_sums": 1}
+    compiled_calls.clear()
+    local_scores_and_issues(probs, target, ignore_index=255, compile=True)
+    assert compiled_calls == {"pixel_core": 1, "weighted_sums": 1}
+    assert not eager_checks
+    compiled_calls.clear()
+    F.thresholded_ccp(probs, target, ignore_index=255)  # small: the eager checks
+    assert compiled_calls == {} and len(eager_checks) == 1
+    monkeypatch.setattr(fused, "AUTO_MIN_VALUES", 0)
+    F.thresholded_ccp(probs, target, ignore_index=255)  # no pass of its own to share: the checks kernel
+    assert compiled_calls == {"value_stats": 1} and len(eager_checks) == 1
+
+
+def test_auto_resolves_logits_as_the_eager_checks_do(compiled_calls):
+    """Values outside [0, 1], or inside it with sums off one, are logits: softmax, then the scores."""
+    probs, target = random_case(52)
+    for preds in (probs.log(), probs * 0.5):
+        for fn in SCORES:
+            torch.testing.assert_close(
+                fn(preds, target, compile=True), fn(preds, target, compile=False), atol=1e-6, rtol=0
+            )
+    assert compiled_calls["label_sums"] >= 2
+
+
+def test_the_default_compiles_large_batches_only(monkeypatch, compiled_calls):
+    probs, target = random_case(53)
+    F.softmin(probs, target)
+    assert not compiled_calls  # 1200 values: eager
+    monkeypatch.setattr(fused, "AUTO_MIN_VALUES", probs.numel())
+    torch.testing.assert_close(F.softmin(probs, target), F.softmin(probs, target, compile=False), atol=1e-6, rtol=0)
+    assert compiled_calls == {"label_sums": 1}
+    assert not fused.wanted(None, probs[:1]) and fused.wanted(None, probs) and not fused.wanted(False, probs)
+
+
+def test_value_stats_match_brute_force(compiled_calls):
+    probs, target = random_case(54, n=3, k=6, h=4, w=5)
+    probs[1, :, 0, 0] = torch.tensor([0.5, 0.1, 0.1, 0.1, 0.1, 0.3])  # sums to 1.2
+    probs[2, 3, 1, 1] = -0.25
+    target[0, 0, 0], target[2, 3, 4] = 9, -2  # ignored below
+    valid = torch.ones_like(target, dtype=torch.bool)
+    valid[0, 0, 0] = valid[2, 3, 4] = False
+    b, k = probs.shape[:2]
+    stats = fused.value_stats(probs.reshape(b, k, -1), target.reshape(b, -1), valid.reshape(b, -1))
+    err = max(abs(sum(probs[i, :, y, x].tolist()) - 1) for i in range(b) for y in range(4) for x in range(5))
+    labels = [int(target[i, y, x]) for i in range(b) for y in range(4) for x in range(5) if valid[i, y, x]]
+    expected = [float(probs.min()), float(probs.max()), err, min(labels), max(labels)]
+    np.testing.assert_allclose(stats.tolist(), expected, atol=1e-6)
+    assert compiled_calls == {"value_stats": 1}
+
+
+def test_the_metric_at_full_resolution_reads_each_batch_once(compiled_calls):
+    """Local scores and confident learning at ``downsample=1`` share one checked pass."""
+    probs, target = CASES[5]
+    methods = ["softmin", "correctly_classified_pixels", "iou", "confident_learning_counts"]
+    reports = []
+    for compile in (True, False):
+        metric = LabelQuality(probs.shape[1], methods=methods, downsample=1, compile=compile)
+        metric.update(probs, target, indexes=torch.arange(len(probs)))
+        reports.append(metric.compute())
+    assert compiled_calls == {"pixel_core": 1, "weighted_sums": 1}
+    for m in methods:
+        torch.testing.assert_close(reports[0].scores[m], reports[1].scores[m], atol=1e-6, rtol=0)
+    flags = cleanlab_filter.find_label_issues(target.numpy(), probs.numpy(), downsample=1, n_jobs=1, verbose=False)
+    per_image = (1 - reports[0].scores["confident_learning_counts"].double()) * target[0].numel()
+    np.testing.assert_array_equal(per_image.round().long().numpy(), flags.reshape(len(flags), -1).sum(1))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    factor=st.sampled_from([0.5, 0.99, 0.998, 0.9995, 1.0, 1.0005, 1.002, 1.5]),
+    offset=st.sampled_from([0.0, -0.2, 0.3]),
+    pixel=st.integers(0, 2 * 4 * 5 - 1),
+    label=st.sampled_from([None, -1, 3, 200]),
+    fmt=st.sampled_from(["auto", "probs"]),
+    ignore_index=st.sampled_from([None, 200]),
+    seed=st.integers(0, 5),
+)
+def test_fused_and_eager_checks_agree(factor, offset, pixel, label, fmt, ignore_index, seed, compiled_calls):
+    """Any perturbation: the compiled checks give the eager checks' error, or the same scores."""
+    probs, target = random_case(60 + seed, n=2, k=3, h=4, w=5)
+    i, y, x = pixel // 20, pixel // 5 % 4, pixel % 5
+    probs[i, :, y, x] = probs[i, :, y, x] * factor
+    probs[i, 0, y, x] += offset
+    if label is not None:
+        target[i, y, x] = label
+
+    def outcome(compile):
+        try:
+            return F.softmin(probs, target, input_format=fmt, ignore_index=ignore_index, compile=compile)
+        except ValueError as err:
+            return str(err)
+
+    eager, compiled = outcome(False), outcome(True)
+    if isinstance(eager, str):
+        assert compiled == eager
+    else:
+        torch.testing.assert_close(compiled, eager, atol=1e-6, rtol=0, equal_nan=True)

@@ -9,14 +9,18 @@ float probabilities, a target whose ignored pixels are mapped to class 0, and a 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, TypeVar
 
 import torch
 from torch import Tensor
 
+from lightning_segqa.functional import fused
+
 InputFormat = Literal["auto", "probs", "logits"]
 _FORMATS = ("auto", "probs", "logits")
+T = TypeVar("T")
 _PROB_SUM_TOL = 1e-3  # per-pixel sums of float32/float64 probabilities may be off 1 by this
 
 
@@ -43,7 +47,6 @@ class PreparedInputs:
         valid: ``(B, *spatial)`` bool, False at ignored pixels (a read-only expanded view of
             one True when nothing is ignored).
         all_valid: True when no pixel is ignored (lets scores skip masking).
-        compile: score with the compiled one-pass kernels (:mod:`~.fused`) where they apply.
         labels_checked: False when the class ids were not checked (``validate_args=False``).
     """
 
@@ -51,7 +54,6 @@ class PreparedInputs:
     target: Tensor
     valid: Tensor
     all_valid: bool = False
-    compile: bool = False
     labels_checked: bool = True
 
 
@@ -133,7 +135,7 @@ def prepare_inputs(
     input_format: str = "auto",
     validate_args: bool = True,
     scan_logits: bool = True,
-    compile: bool = False,
+    compile: bool | None = None,
 ) -> PreparedInputs:
     """Check ``preds`` and ``target`` and convert them to probabilities and a valid mask.
 
@@ -146,13 +148,15 @@ def prepare_inputs(
         input_format: ``"probs"``, ``"logits"`` (softmax applied) or ``"auto"``: probabilities
             when every value lies in [0, 1] and each pixel sums to 1 (within 1e-3; within
             ``eps`` for half-precision inputs, see :func:`prob_sum_tolerance`), else logits.
-        validate_args: check values (NaN/Inf, label range, negative probabilities). Costs one
-            device synchronisation per call; shapes and dtypes are always checked.
+        validate_args: check values (NaN/Inf, label range, probabilities that do not sum to
+            one). Costs one device synchronisation per call; shapes and dtypes are always
+            checked, and ``"auto"`` always looks at the values.
         scan_logits: with ``input_format="logits"``, scan the logits for NaN/Inf and for a
             range wide enough to underflow (then exponents are clipped, see :func:`_softmax`).
             False skips that pass over ``preds`` (labels are still checked): non-finite logits
             then give NaN probabilities, which the caller must look for in its results.
-        compile: mark the inputs for the compiled one-pass kernels (see :mod:`~.fused`).
+        compile: read the values for the checks with one compiled kernel instead of two eager
+            ones (see :func:`~lightning_segqa.functional.fused.wanted`; None: large batches).
 
     Returns:
         The prepared inputs.
@@ -171,9 +175,63 @@ def prepare_inputs(
         tensor([[[ True,  True],
                  [ True, False]]])
     """
+    checks = {"num_classes": num_classes, "ignore_index": ignore_index, "input_format": input_format}
+    checks.update(validate_args=validate_args, scan_logits=scan_logits, compile=compile)
+    return prepare_with_pass(preds, target, None, **checks)[0]
+
+
+def prepare_with_pass(
+    preds: Tensor,
+    target: Tensor,
+    first_pass: Callable[[PreparedInputs], tuple[T, Tensor] | None] | None,
+    *,
+    num_classes: int | None = None,
+    ignore_index: int | None = None,
+    input_format: str = "auto",
+    validate_args: bool = True,
+    scan_logits: bool = True,
+    compile: bool | None = None,
+) -> tuple[PreparedInputs, T | None]:
+    """:func:`prepare_inputs`, with the value checks done by the caller's first pass over the values.
+
+    ``first_pass`` gets the inputs as they will be if they hold valid probabilities (class ids
+    not yet checked) and returns its result together with the value statistics of
+    :data:`~lightning_segqa.functional.fused.STATS`, read in the same pass; or None when it
+    cannot (then the checks read the values themselves). The statistics give the same errors
+    and the same ``"auto"`` verdict as :func:`prepare_inputs`. When the values turn out to be
+    logits (``"auto"``), the softmax is applied and the first pass's result is dropped.
+
+    Args:
+        preds: as :func:`prepare_inputs`.
+        target: as :func:`prepare_inputs`.
+        first_pass: the caller's pass, or None.
+        num_classes: as :func:`prepare_inputs`.
+        ignore_index: as :func:`prepare_inputs`.
+        input_format: as :func:`prepare_inputs`.
+        validate_args: as :func:`prepare_inputs`.
+        scan_logits: as :func:`prepare_inputs`.
+        compile: as :func:`prepare_inputs` (for the checks when ``first_pass`` gives none).
+
+    Returns:
+        The prepared inputs and ``first_pass``'s result for them (None when it did not run on
+        them: logits, no value checks to do, or it could not give the statistics).
+
+    Raises:
+        TypeError: wrong dtypes, or ``compile`` not a bool or None.
+        ValueError: as :func:`prepare_inputs`.
+
+    Examples:
+        >>> import torch
+        >>> def first_pass(p):  # a pass that happens to read the values as well
+        ...     x = p.probs
+        ...     stats = torch.tensor([x.min(), x.max(), (x.sum(1) - 1).abs().max(), 0, 0]).double()
+        ...     return x.amax(1), stats
+        >>> prepared, out = prepare_with_pass(torch.tensor([[[0.25], [0.75]]]), torch.tensor([[0]]), first_pass)
+        >>> out
+        tensor([[0.7500]])
+    """
     check_format(input_format)
-    if not isinstance(compile, bool):
-        raise TypeError(f"`compile` must be a bool, got {compile!r}.")
+    fused.check_compile(compile)
     _check_shapes(preds, target, num_classes)
     k = preds.shape[1]
     tol = prob_sum_tolerance(preds.dtype)
@@ -182,26 +240,52 @@ def prepare_inputs(
     target = target.long()
     if ignore_index is not None:
         valid = target != ignore_index
+        safe_target = torch.where(valid, target, torch.zeros_like(target))
     else:  # a read-only view of one True: nothing allocated or written per pixel
         valid = torch.ones((), dtype=torch.bool, device=target.device).expand(target.shape)
+        safe_target = target
     fmt = input_format
-    spread = float("inf")  # max - min of the values, when known
+    done = {"target": safe_target, "valid": valid, "all_valid": ignore_index is None}
     if preds.numel() == 0:  # an empty batch: nothing to check or convert
-        fmt = "probs"
-    elif fmt == "logits" and not scan_logits:
-        spread = 0.0  # not scanned: the fused softmax
+        return PreparedInputs(probs=preds.contiguous(), labels_checked=validate_args, **done), None
+    if fmt == "logits" and not scan_logits:
         if validate_args:
             lmin, lmax = torch.stack(_label_range(target, valid, k, ignore_index)).tolist()  # one sync
             _check_labels(lmin, lmax, k, ignore_index)
-    elif validate_args or fmt == "auto":
+        return PreparedInputs(probs=_softmax(preds, 0.0), labels_checked=validate_args, **done), None
+    if fmt == "probs" and not validate_args:
+        return PreparedInputs(probs=preds.contiguous(), labels_checked=False, **done), None
+    if fmt == "logits":
+        spread = math.inf  # unknown: exponents are clipped
+        if validate_args:
+            spread = _validate_values(preds, target, valid, k, ignore_index, fmt, validate_args, tol)[1]
+        return PreparedInputs(probs=_softmax(preds, spread), labels_checked=validate_args, **done), None
+    # "auto", or probabilities to check: one read of the values gives the checks and the scores
+    candidate = PreparedInputs(probs=preds.contiguous(), labels_checked=False, **done)
+    result, stats = None, None
+    if first_pass is not None:
+        out = first_pass(candidate)
+        if out is not None:
+            result, stats = out
+    if stats is None:
+        b = preds.shape[0]
+        flat = candidate.probs.reshape(b, k, -1)
+        if fused.wanted(compile, flat) and fused.usable(flat):
+            stats = fused.value_stats(
+                flat, target.reshape(b, -1), None if ignore_index is None else valid.reshape(b, -1)
+            )
+    if stats is None:  # the eager checks: two or three reads of the values
         fmt, spread = _validate_values(preds, target, valid, k, ignore_index, fmt, validate_args, tol)
-    probs = _softmax(preds, spread) if fmt == "logits" else preds.contiguous()
-    if ignore_index is None:
-        return PreparedInputs(
-            probs=probs, target=target, valid=valid, all_valid=True, compile=compile, labels_checked=validate_args
+    else:
+        pmin, pmax, sum_err, lmin, lmax = stats.tolist()  # one sync
+        fmt, spread = _resolve(
+            preds, (pmin, pmax, lmin, lmax), lambda: sum_err, k, ignore_index, fmt, validate_args, tol
         )
-    safe_target = torch.where(valid, target, torch.zeros_like(target))
-    return PreparedInputs(probs=probs, target=safe_target, valid=valid, compile=compile, labels_checked=validate_args)
+        if not validate_args and lmax >= lmin and (lmin < 0 or lmax >= k):  # the pass clamped them
+            fused._refuse_labels(torch.tensor([lmin, lmax]).long(), k)
+    if fmt == "probs":
+        return PreparedInputs(probs=candidate.probs, labels_checked=validate_args, **done), result
+    return PreparedInputs(probs=_softmax(preds, spread), labels_checked=validate_args, **done), None
 
 
 def _softmax(logits: Tensor, spread: float = float("inf")) -> Tensor:
@@ -235,13 +319,32 @@ def _validate_values(
     validate_args: bool,
     tol: float = _PROB_SUM_TOL,
 ) -> tuple[str, float]:
-    """Check values and resolve ``auto``; returns the format and ``max - min`` of ``preds``.
+    """Check values and resolve ``auto`` with eager reductions; returns the format and ``max - min``.
 
     One host synchronisation (two when the values look like probabilities).
     """
     pmin, pmax = torch.aminmax(preds)  # NaN and +-inf show up here, no separate pass
     lmin, lmax = _label_range(target, valid, k, ignore_index)
-    pmin, pmax, lmin, lmax = torch.stack([pmin.double(), pmax.double(), lmin.double(), lmax.double()]).tolist()
+    ranges = tuple(torch.stack([pmin.double(), pmax.double(), lmin.double(), lmax.double()]).tolist())
+
+    def sum_err() -> float:
+        return float((preds.sum(dim=1) - 1).abs().amax())
+
+    return _resolve(preds, ranges, sum_err, k, ignore_index, fmt, validate_args, tol)
+
+
+def _resolve(
+    preds: Tensor,
+    ranges: tuple[float, float, float, float],
+    sum_err: Callable[[], float],
+    k: int,
+    ignore_index: int | None,
+    fmt: str,
+    validate_args: bool,
+    tol: float,
+) -> tuple[str, float]:
+    """The errors and the format from ``(min, max, label min, label max)`` and the largest sum error."""
+    pmin, pmax, lmin, lmax = ranges
     if math.isnan(pmin) or not math.isfinite(pmax):  # -inf alone is a logit of probability 0
         bad = int((torch.isnan(preds) | (preds == math.inf)).sum())
         raise ValueError(f"`preds` contains {bad} NaN or infinite values.")
@@ -253,13 +356,14 @@ def _validate_values(
     spread = pmax - pmin
     if fmt == "logits" or (fmt == "auto" and not in_range) or (fmt == "probs" and not validate_args):
         return ("logits" if fmt == "auto" else fmt), spread
-    looks_like_probs, sum_err = _probability_rule(preds, pmin, pmax, tol)
+    err = sum_err() if in_range else math.inf
+    looks_like_probs = err <= tol
     if fmt == "auto":
         return ("probs" if looks_like_probs else "logits"), spread
     if not looks_like_probs:
         raise ValueError(
             "`preds` were declared probabilities (input_format='probs') but hold values in "
-            f"[{pmin:.4g}, {pmax:.4g}] with per-pixel sums off 1 by up to {sum_err:.3g}; "
+            f"[{pmin:.4g}, {pmax:.4g}] with per-pixel sums off 1 by up to {err:.3g}; "
             "pass input_format='logits' to apply a softmax."
         )
     return fmt, spread

@@ -18,10 +18,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs
+from lightning_segqa.functional._inputs import PreparedInputs
 from lightning_segqa.functional.components import label_connected_components
+from lightning_segqa.functional.confident import checked_pixel_pass
 from lightning_segqa.functional.pixel import PixelPass, pixel_pass
-from lightning_segqa.functional.pooling import downsample as _downsample
 
 
 def coco_from_prepared(prepared: PreparedInputs | PixelPass, connectivity: int = 1) -> Tensor:
@@ -30,6 +30,7 @@ def coco_from_prepared(prepared: PreparedInputs | PixelPass, connectivity: int =
     Examples:
         >>> import torch
         >>> probs = torch.tensor([[[[0.9, 0.2, 0.7]], [[0.1, 0.8, 0.3]]]])
+        >>> from lightning_segqa.functional._inputs import prepare_inputs
         >>> coco_from_prepared(prepare_inputs(probs, torch.tensor([[[0, 0, 1]]])))
         tensor([0.4250])
     """
@@ -67,7 +68,7 @@ def connected_components(
     ignore_index: int | None = None,
     input_format: str = "auto",
     validate_args: bool = True,
-    compile: bool = False,
+    compile: bool | None = None,
 ) -> Tensor:
     """Connected Components (CoCo) label quality of each image.
 
@@ -81,7 +82,7 @@ def connected_components(
         ignore_index: class id excluded.
         input_format: ``"auto"``, ``"probs"`` or ``"logits"``.
         validate_args: check values (one device synchronisation).
-        compile: use the compiled one-pass kernels (see :mod:`~.fused`).
+        compile: use the compiled one-pass kernels (None: for large batches; see :mod:`~.fused`).
 
     Returns:
         ``(B,)`` scores in [0, 1]; lower means more likely mislabeled; NaN without valid pixels.
@@ -92,12 +93,6 @@ def connected_components(
         >>> connected_components(probs, torch.tensor([[[0, 0, 1]]]), downsample=1)
         tensor([0.4250])
     """
-    prepared = prepare_inputs(
-        preds,
-        target,
-        ignore_index=ignore_index,
-        input_format=input_format,
-        validate_args=validate_args,
-        compile=compile,
-    )
-    return coco_from_prepared(_downsample(prepared, downsample), connectivity)
+    checks = {"ignore_index": ignore_index, "input_format": input_format, "validate_args": validate_args}
+    pp = checked_pixel_pass(preds, target, downsample, compile=compile, **checks)[1]
+    return coco_from_prepared(pp, connectivity)

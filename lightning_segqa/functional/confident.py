@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs
+from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs, prepare_with_pass
 from lightning_segqa.functional.pixel import PixelPass, pixel_pass
 from lightning_segqa.functional.pooling import downsample as _downsample
 
@@ -82,25 +82,21 @@ def confident_stats(prepared: PreparedInputs | PixelPass) -> ConfidentStats:
         ([0.20000000298023224], [[0, 1]])
     """
     pp = prepared if isinstance(prepared, PixelPass) else pixel_pass(prepared)
-    b, npix = pp.s.shape
     k = pp.num_classes
     s_flat = pp.s.reshape(-1)
-    class_counts = pp.class_counts.int()
     mis_code = pp.mis_img * k + pp.mis_pred
     order = torch.argsort(mis_code, stable=True)  # group by image, then predicted class
-    mis_pos = pp.mis_idx[order]
-    low = (s_flat <= LOW_S) & ~pp.wrong.view(-1)  # correctly classified, low confidence
+    low = (pp.s <= LOW_S) & ~pp.wrong  # correctly classified, low confidence
     if pp.valid is not None:
-        low &= pp.valid.view(-1)
-    low_pos = low.nonzero().squeeze(1)
+        low &= pp.valid
     return ConfidentStats(
         class_sums=pp.class_sums,
-        class_counts=class_counts,
-        mis_counts=torch.bincount(mis_code, minlength=b * k).view(b, k).int(),
-        mis_s=s_flat[mis_pos].float(),
+        class_counts=pp.class_counts.int(),
+        mis_counts=pp.mis_counts[1].int(),  # per predicted class
+        mis_s=s_flat[pp.mis_idx[order]].float(),
         mis_pmax=pp.mis_pmax[order].float(),
-        low_counts=torch.bincount(low_pos // npix, minlength=b).int(),
-        low_s=s_flat[low_pos].float(),
+        low_counts=low.sum(1).int(),
+        low_s=pp.s[low].float(),
         num_valid=pp.num_valid,
     )
 
@@ -244,12 +240,50 @@ def _pass_and_issues(
     ignore_index: int | None,
     input_format: str,
     validate_args: bool,
-    compile: bool,
+    compile: bool | None,
 ) -> tuple[PixelPass, Tensor]:
     """The pixel pass at the working resolution and its issue mask (the batch as the dataset)."""
     checks = {"ignore_index": ignore_index, "input_format": input_format, "validate_args": validate_args}
-    pp = pixel_pass(_downsample(prepare_inputs(preds, target, **checks, compile=compile), downsample))
+    pp = checked_pixel_pass(preds, target, downsample, compile=compile, **checks)[1]
     return pp, issue_mask(pp, batch_cutoff(pp))
+
+
+def checked_pixel_pass(
+    preds: Tensor, target: Tensor, downsample: int = 1, *, compile: bool | None = None, **checks: object
+) -> tuple[PreparedInputs, PixelPass]:
+    """Prepare one batch and make its pixel pass at the working resolution.
+
+    At ``downsample=1`` the value checks ride on the pass itself (one read of the values, where
+    the compiled kernels serve); otherwise they run before the pooling.
+
+    Args:
+        preds: ``(B, K, *spatial)`` probabilities or logits.
+        target: ``(B, *spatial)`` integer class ids.
+        downsample: block size of the working resolution.
+        compile: use the compiled one-pass kernels (None: for large batches; see
+            :func:`~lightning_segqa.functional.fused.wanted`).
+        checks: ``num_classes``, ``ignore_index``, ``input_format``, ``validate_args`` of
+            :func:`~lightning_segqa.functional._inputs.prepare_inputs`.
+
+    Returns:
+        The prepared inputs (full resolution) and the pixel pass (working resolution).
+
+    Examples:
+        >>> import torch
+        >>> probs = torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]])
+        >>> checked_pixel_pass(probs, torch.tensor([[[0, 0]]]))[1].wrong
+        tensor([[False,  True]])
+    """
+    if downsample != 1:
+        prepared = prepare_inputs(preds, target, compile=compile, **checks)  # type: ignore[arg-type]
+        return prepared, pixel_pass(_downsample(prepared, downsample), compile)
+
+    def first_pass(candidate: PreparedInputs) -> tuple[PixelPass, Tensor] | None:
+        pp = PixelPass.checked(candidate, compile)
+        return None if pp is None or pp.stats is None else (pp, pp.stats)
+
+    prepared, pp = prepare_with_pass(preds, target, first_pass, compile=compile, **checks)  # type: ignore[arg-type]
+    return prepared, pixel_pass(prepared, compile) if pp is None else pp
 
 
 def find_label_issues(
@@ -260,7 +294,7 @@ def find_label_issues(
     ignore_index: int | None = None,
     input_format: str = "auto",
     validate_args: bool = True,
-    compile: bool = False,
+    compile: bool | None = None,
 ) -> Tensor:
     """Pixel-level confident learning over the batch, taken as the whole dataset.
 
@@ -275,7 +309,7 @@ def find_label_issues(
         ignore_index: class id excluded (never flagged, not in the thresholds).
         input_format: ``"auto"``, ``"probs"`` or ``"logits"``.
         validate_args: check values (one device synchronisation).
-        compile: use the compiled one-pass kernels (see :mod:`~.fused`).
+        compile: use the compiled one-pass kernels (None: for large batches; see :mod:`~.fused`).
 
     Returns:
         Bool mask ``(B, *working_spatial)``, True where the label looks wrong.
@@ -297,7 +331,7 @@ def confident_learning_counts(
     ignore_index: int | None = None,
     input_format: str = "auto",
     validate_args: bool = True,
-    compile: bool = False,
+    compile: bool | None = None,
 ) -> Tensor:
     """Confident Learning Counts: 1 minus the share of an image's pixels flagged as issues.
 
@@ -310,7 +344,7 @@ def confident_learning_counts(
         ignore_index: class id excluded.
         input_format: ``"auto"``, ``"probs"`` or ``"logits"``.
         validate_args: check values (one device synchronisation).
-        compile: use the compiled one-pass kernels (see :mod:`~.fused`).
+        compile: use the compiled one-pass kernels (None: for large batches; see :mod:`~.fused`).
 
     Returns:
         ``(B,)`` scores in [0, 1]; lower means more likely mislabeled.
@@ -334,7 +368,7 @@ def local_scores_and_issues(
     ignore_index: int | None = None,
     input_format: str = "auto",
     validate_args: bool = True,
-    compile: bool = False,
+    compile: bool | None = None,
 ) -> tuple[dict[str, Tensor], Tensor]:
     """The four pixel-local scores and the confident-learning issue mask from one shared pass.
 
@@ -354,4 +388,4 @@ def local_scores_and_issues(
     from lightning_segqa.functional.local import local_scores
 
     pp, issues = _pass_and_issues(preds, target, 1, ignore_index, input_format, validate_args, compile)
-    return local_scores(pp, temperature), issues
+    return local_scores(pp, temperature, compile=compile), issues

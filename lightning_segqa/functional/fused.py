@@ -1,33 +1,36 @@
-"""Compiled one-pass kernels for the per-pixel work (opt-in: ``compile=True``).
+"""Compiled one-pass kernels for the per-pixel work, with the input checks in the same pass.
 
-Eager PyTorch reads the probabilities ``(B, K, *spatial)`` several times per batch: a gather
-of the annotated class, an ``amax`` to find the mispredicted pixels, then a gather of the
-``K`` probabilities of each mispredicted pixel. :func:`torch.compile` fuses that work into one
-loop over the classes of each pixel, so the probabilities are read once:
+Eager PyTorch reads the probabilities ``(B, K, *spatial)`` once per operation: the value checks
+(range, per-pixel sums, NaN/inf), a gather of the annotated class, an ``amax``. With
+:func:`torch.compile` one loop over the classes of each pixel does it all, reading them once:
 
-* :func:`label_sums` (softmin and CIL, which need only ``s``, the probability of the annotated
-  class): per image ``sum w*s``, ``sum w`` (``w = exp(-s / T)``) and ``sum s``. On CPU, for
-  float32, the C kernel of :mod:`~lightning_segqa.functional.native` computes them when it can
-  be built (it prefetches the gathered cache lines, which inductor cannot).
+* :func:`label_sums` (softmin and CIL): per image ``sum w*s``, ``sum w`` (``w = exp(-s / T)``)
+  and ``sum s``, where ``s`` is the probability of the annotated class;
 * :func:`pixel_core` (:class:`~lightning_segqa.functional.pixel.PixelPass`): ``s``, the
-  mispredicted pixels and every pixel's cell of its image's confusion matrix (annotated
-  class, predicted class), from which CCP, IoU and the per-class counts of confident
-  learning follow by one ``bincount``. :func:`weighted_sums` then gives the softmin from ``s``.
+  mispredicted pixels and every pixel's cell of its image's confusion matrix, from which CCP,
+  IoU and confident learning follow by one ``bincount``;
+* :func:`value_stats`: the checks alone, for scores that read the probabilities their own way.
+
+With ``check=True`` the first two also return the value statistics (:data:`STATS`) that
+:func:`~lightning_segqa.functional._inputs.prepare_with_pass` turns into the usual errors and
+the ``input_format="auto"`` verdict.
+
+Which kernels run is an argument of each computation, ``compile``: True, False, or None (the
+default), which compiles for batches of at least :data:`AUTO_MIN_VALUES` values (see
+:func:`wanted`): compiling takes seconds, once per process, and pays on large inputs only.
 
 The results are the eager kernels': ``s``, the mispredicted pixels and the predicted classes
 exactly (ties go to the annotation, then to the first most probable class), the softmin to
-float rounding (tested against the eager path, cleanlab and brute force). The softmin weights
-are not shifted by the image minimum: with ``s`` in [0, 1] and ``1 / T <= MAX_INV_T`` they lie
-in ``[exp(-80), 1]``, far from float32 underflow. Inputs outside the kernels' domain (a lower
-temperature, integer overflow of the cells, inputs that require grad, empty batches, dtypes
-other than float32/float64) take the eager path.
+float rounding. The softmin weights are not shifted by the image minimum: with ``s`` in [0, 1]
+and ``1 / T <= MAX_INV_T`` they lie in ``[exp(-80), 1]``, far from underflow. Inputs outside the
+kernels' domain (a lower temperature, too many confusion cells, inputs that require grad, empty
+batches, dtypes other than float32/float64) take the eager path.
 
-Compiling takes a few seconds per kernel, input dtype and masking variant, once per process
-(a new batch size reuses the kernel, a batch of one image excepted: torch specializes sizes 0
-and 1; the first new image size or class count compiles once more, with that size dynamic
-from then on; :func:`pixel_core` compiles once per class count up to ``UNROLL_CLASSES``). It
-needs a C++ compiler on CPU and Triton on GPU. When compiling fails, one warning names the
-error and the eager kernels serve the rest of the process.
+A kernel compiles once per input dtype and masking variant (and per class count up to
+``UNROLL_CLASSES``, where its class loop is written out); any batch size reuses it (a batch of
+one image excepted), and the first new image size compiles once more, with that size dynamic
+from then on. It needs a C++ compiler on CPU and Triton on GPU. When compiling fails, one
+warning names the error and the eager kernels serve the rest of the process.
 """
 
 from __future__ import annotations
@@ -39,51 +42,97 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-from lightning_segqa.functional import native
-
 MAX_INV_T = 80.0  # exp(-80) ~ 1.8e-35 stays a normal float32
 MAX_CELLS = 1 << 22  # largest B * (K * K + 1) for `pixel_core`: its confusion counts stay small
-UNROLL_CLASSES = 32  # `pixel_core` writes its class loop out up to this many classes
+UNROLL_CLASSES = 32  # the class loop is written out up to this many classes
+AUTO_MIN_VALUES = 1 << 22  # `compile=None` compiles for batches of at least this many values
+#: the value statistics of ``check=True``, in this order
+STATS = ("min", "max", "sum_error", "label_min", "label_max")
 _STATE: dict[str, str | None] = {"broken": None}
 _COMPILED: dict[str, Callable] = {}
 
 # Labels are clamped into [0, K) inside the kernels: an out-of-range label must neither crash
 # the process (an index check that fails inside an OpenMP region aborts it) nor spill into
-# another image's confusion cells. Unchecked labels (``validate_args=False``) are then checked
-# by a per-image flag from the kernel (`label_sums`) or one `aminmax` (`pixel_core`), and refused.
+# another image's confusion cells. Labels nobody checked (``validate_args=False``) are then
+# checked by a per-image flag (`label_sums`) or one `aminmax` (`pixel_core`), and refused.
+
+
+def _class_loop(flat: Tensor, t32: Tensor, need_max: bool, check: bool) -> dict[str, Tensor]:
+    """Per pixel: ``s``, and on request the largest, smallest and summed value over the classes."""
+    k = flat.shape[1]
+    out: dict[str, Tensor] = {}
+    if k <= UNROLL_CLASSES:
+        # written out: one pointwise loop that reads each label once and each class plane once
+        # (in a reduction over the classes inductor reloads the label for every class)
+        x = flat[:, 0]
+        s = torch.where(t32 == 0, x, 0)
+        pmax = pmin = total = x
+        first = torch.zeros_like(t32)  # the first most probable class (``need_max``)
+        for c in range(1, k):
+            x = flat[:, c]
+            s = torch.where(t32 == c, x, s)
+            if need_max:
+                first = torch.where(x > pmax, c, first)
+            if need_max or check:
+                pmax = torch.maximum(pmax, x)
+            if check:
+                pmin = torch.minimum(pmin, x)
+                total = total + x
+        if need_max:
+            out["first"] = first
+    else:
+        classes = torch.arange(k, device=flat.device, dtype=torch.int32).view(1, k, 1)
+        # a masked sum over the classes (exact: the other terms are 0) shares the loop of the amax
+        s = torch.where(classes == t32.unsqueeze(1), flat, 0).sum(1)
+        pmax = flat.amax(1)
+        if check:
+            pmin, total = flat.amin(1), flat.sum(1)
+    out["s"] = s
+    if need_max or check:
+        out["max"] = pmax
+    if check:
+        out["min"], out["total"] = pmin, total
+    return out
+
+
+def _stats(per_pixel: dict[str, Tensor], target: Tensor, valid: Tensor | None, k: int) -> tuple[Tensor, ...]:
+    """Per image: smallest and largest value, largest per-pixel sum error, valid label range."""
+    labels_low, labels_high = target, target
+    if valid is not None:
+        labels_low, labels_high = torch.where(valid, target, k), torch.where(valid, target, -1)
+    return (
+        per_pixel["min"].amin(-1),
+        per_pixel["max"].amax(-1),
+        (per_pixel["total"] - 1).abs().amax(-1),
+        labels_low.amin(-1),
+        labels_high.amax(-1),
+    )
 
 
 def _label_sums(
-    flat: Tensor, target: Tensor, valid: Tensor | None, neg_inv_t: float
-) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    flat: Tensor, target: Tensor, valid: Tensor | None, neg_inv_t: float, check: bool
+) -> tuple[Tensor, ...]:
     k = flat.shape[1]
     safe = target.clamp(0, k - 1)
-    s = torch.gather(flat, 1, safe.unsqueeze(1)).squeeze(1)
+    per_pixel = _class_loop(flat, safe.to(torch.int32), False, check)
+    s = per_pixel["s"]
     w = torch.exp(s * neg_inv_t)
     if valid is not None:
         s = torch.where(valid, s, 0)
         w = torch.where(valid, w, 0)
-    return (w * s).sum(-1), w.sum(-1), s.sum(-1), (safe != target).amax(-1)
+    out = ((w * s).sum(-1), w.sum(-1), s.sum(-1), (safe != target).amax(-1))
+    return out + _stats(per_pixel, target, valid, k) if check else out
 
 
-def _pixel_core(flat: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+def _pixel_core(flat: Tensor, target: Tensor, valid: Tensor | None, check: bool) -> tuple[Tensor, ...]:
     b, k = flat.shape[:2]
     t32 = target.clamp(0, k - 1).to(torch.int32)
-    if k <= UNROLL_CLASSES:
-        # the class loop written out: one pointwise kernel that reads and converts each label
-        # once (in a reduction over the classes inductor reloads it for every class)
-        pmax, s = flat[:, 0], torch.where(t32 == 0, flat[:, 0], 0)
-        for c in range(1, k):
-            pmax = torch.maximum(pmax, flat[:, c])
-            s = s + torch.where(t32 == c, flat[:, c], 0)  # exact: the other terms are 0
-        first = torch.full_like(t32, k)
-        for c in range(k - 1, -1, -1):  # ends at the first most probable class
-            first = torch.where(flat[:, c] == pmax, c, first)
+    per_pixel = _class_loop(flat, t32, True, check)
+    s, pmax = per_pixel["s"], per_pixel["max"]
+    if "first" in per_pixel:
+        first = per_pixel["first"]
     else:
         classes = torch.arange(k, device=flat.device, dtype=torch.int32).view(1, k, 1)
-        pmax = flat.amax(1)
-        # a masked sum over the classes (exact: the other terms are 0) shares the amax loop
-        s = torch.where(classes == t32.unsqueeze(1), flat, 0).sum(1)
         first = torch.where(flat == pmax.unsqueeze(1), classes, k).amin(1)
     wrong = s < pmax
     cell = t32 * k + torch.where(wrong, first, t32)
@@ -92,7 +141,14 @@ def _pixel_core(flat: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Ten
         s = torch.where(valid, s, 0)
         cell = torch.where(valid, cell, k * k)
     offset = torch.arange(b, device=flat.device, dtype=torch.int32).unsqueeze(1) * (k * k + 1)
-    return s, wrong, offset + cell
+    out = (s, wrong, offset + cell)
+    return out + _stats(per_pixel, target, valid, k) if check else out
+
+
+def _value_stats(flat: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Tensor, ...]:
+    k = flat.shape[1]
+    per_pixel = _class_loop(flat, target.clamp(0, k - 1).to(torch.int32), False, True)
+    return _stats(per_pixel, target, valid, k)
 
 
 def _weighted_sums(s: Tensor, valid: Tensor | None, neg_inv_t: float) -> tuple[Tensor, Tensor]:
@@ -102,27 +158,61 @@ def _weighted_sums(s: Tensor, valid: Tensor | None, neg_inv_t: float) -> tuple[T
     return (w * s).sum(-1), w.sum(-1)
 
 
-_KERNELS: dict[str, Callable] = {"label_sums": _label_sums, "pixel_core": _pixel_core, "weighted_sums": _weighted_sums}
-# The labels are clamped into [0, K) before every indirect load, so inductor's bounds check of
-# each gathered index (a vector compare and a branch per 16 pixels) is dropped: it made the
-# softmin kernel slower in every side-by-side run, typically by 10-15 %
-# (`python benchmarks/softmin_kernels.py`).
-_OPTIONS = {"assert_indirect_indexing": False}
+_KERNELS: dict[str, Callable] = {
+    "label_sums": _label_sums,
+    "pixel_core": _pixel_core,
+    "value_stats": _value_stats,
+    "weighted_sums": _weighted_sums,
+}
+_OPTIONS = {
+    # the labels are clamped into [0, K) before every use as an index: no bounds check needed
+    "assert_indirect_indexing": False,
+    # keep the written-out class loop in one kernel: by default inductor stores its partial
+    # results after ~30 operations and reads them back in a second loop
+    "realize_opcount_threshold": 4096,
+}
 
 
-def usable(flat: Tensor, temperature: float | None = None, cells: bool = False, compiled: bool = True) -> bool:
+def wanted(compile: bool | None, flat: Tensor) -> bool:
+    """Whether to score ``flat`` with the compiled kernels, for the ``compile`` argument given.
+
+    Args:
+        compile: ``True`` or ``False`` decide; ``None`` (the default of every score) compiles
+            batches of at least :data:`AUTO_MIN_VALUES` values, unless compiling failed before.
+        flat: the probabilities.
+
+    Returns:
+        The decision (:func:`usable` checks the kernels' domain).
+
+    Examples:
+        >>> wanted(None, torch.zeros(2, 3, 4)), wanted(True, torch.zeros(2, 3, 4))
+        (False, True)
+    """
+    if compile is None:
+        return flat.numel() >= AUTO_MIN_VALUES and _STATE["broken"] is None
+    return bool(compile)
+
+
+def check_compile(compile: object) -> None:
+    """Raise if ``compile`` is not ``True``, ``False`` or ``None``.
+
+    Examples:
+        >>> check_compile(None)
+    """
+    if compile is not None and not isinstance(compile, bool):
+        raise TypeError(f"`compile` must be True, False or None (compile large batches), got {compile!r}.")
+
+
+def usable(flat: Tensor, temperature: float | None = None, cells: bool = False) -> bool:
     """Whether the compiled kernels can score ``flat`` ``(B, K, P)``.
 
     Args:
         flat: the probabilities.
         temperature: the softmin temperature, when a kernel uses it.
         cells: for :func:`pixel_core` (``B * (K*K + 1) <= MAX_CELLS``).
-        compiled: False for :func:`label_sums`, whose C kernel (on CPU) does not depend on
-            inductor: only the domain is checked (the call returns None where neither serves).
 
     Returns:
-        False after a failed compilation (``compiled=True``), and for inputs outside the
-        kernels' domain.
+        False after a failed compilation, and for inputs outside the kernels' domain.
 
     Examples:
         >>> usable(torch.rand(2, 3, 4), 0.001), usable(torch.rand(2, 3, 4, dtype=torch.float16))
@@ -130,7 +220,7 @@ def usable(flat: Tensor, temperature: float | None = None, cells: bool = False, 
     """
     b, k = flat.shape[:2]
     return (
-        (_STATE["broken"] is None or not compiled)
+        _STATE["broken"] is None
         and (temperature is None or 1.0 / temperature <= MAX_INV_T)
         and flat.dtype in (torch.float32, torch.float64)
         and flat.numel() > 0
@@ -164,9 +254,9 @@ def _run(name: str, *args: object) -> tuple[Tensor, ...] | None:
             raise
         _STATE["broken"] = f"{type(err).__name__}: {err}".splitlines()[0][:300]
         warnings.warn(
-            f"lightning_segqa: `compile=True` could not compile its kernels ({_STATE['broken']}); "
+            f"lightning_segqa: the compiled kernels could not be built ({_STATE['broken']}); "
             "the eager kernels are used instead (same results, slower). On CPU torch.compile "
-            "needs a working C++ compiler, on GPU Triton.",
+            "needs a working C++ compiler, on GPU Triton; pass `compile=False` to skip trying.",
             RuntimeWarning,
             stacklevel=4,
         )
@@ -182,8 +272,7 @@ def _refuse_labels(target: Tensor, k: int) -> None:
     )
 
 
-def _after_fork_in_child() -> None:
-    # inductor's pool of compile workers does not survive a fork: compile in-process instead
+def _after_fork_in_child() -> None:  # inductor's compile workers do not survive a fork
     import torch._inductor.config as inductor_config
 
     inductor_config.compile_threads = 1
@@ -193,9 +282,23 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+def _split_stats(out: tuple[Tensor, ...], n: int) -> tuple[tuple[Tensor, ...], Tensor | None]:
+    """The first ``n`` results and, after them, the per-image statistics reduced to :data:`STATS`."""
+    if len(out) == n:
+        return out, None
+    lo, hi, err, lmin, lmax = out[n:]
+    stats = torch.stack([lo.amin(), hi.amax(), err.amax(), lmin.amin().to(lo.dtype), lmax.amax().to(lo.dtype)])
+    return out[:n], stats.double()
+
+
 def label_sums(
-    flat: Tensor, target: Tensor, valid: Tensor | None, temperature: float, labels_checked: bool = True
-) -> tuple[Tensor, Tensor, Tensor] | None:
+    flat: Tensor,
+    target: Tensor,
+    valid: Tensor | None,
+    temperature: float,
+    labels_checked: bool = True,
+    check: bool = False,
+) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor | None] | None:
     """Per image ``(sum w*s, sum w, sum s)`` over valid pixels, ``w = exp(-s / temperature)``.
 
     Args:
@@ -203,39 +306,40 @@ def label_sums(
         target: ``(B, P)`` int64 annotated classes (0 at ignored pixels).
         valid: ``(B, P)`` bool, or None when every pixel counts.
         temperature: softmin temperature (``1 / temperature <= MAX_INV_T``).
-        labels_checked: False when ``target`` may hold class ids outside ``[0, K)``.
+        labels_checked: False when ``target`` may leave ``[0, K)`` and ``check`` is False.
+        check: also return the value statistics (:data:`STATS`, float64) of the same pass.
 
     Returns:
-        Three ``(B,)`` tensors, or None when the kernels cannot be compiled here.
+        The three ``(B,)`` sums and the statistics (None without ``check``); None when the
+        kernels cannot be compiled here.
 
     Raises:
-        ValueError: ``labels_checked=False`` and a class id lies outside ``[0, K)`` (on GPU a
-            device-side assertion instead, without a host synchronisation).
+        ValueError: ``labels_checked=False``, ``check=False`` and a class id lies outside
+            ``[0, K)`` (on GPU a device-side assertion instead, without a host synchronisation).
 
     Examples:
-        >>> from lightning_segqa.functional import softmin
-        >>> probs = torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]])
-        >>> softmin(probs, torch.tensor([[[0, 0]]]), compile=True)  # label_sums, where it compiles
-        tensor([0.2006])
+        >>> probs = torch.tensor([[[0.9, 0.2], [0.1, 0.8]]])  # B=1, K=2, P=2
+        >>> out = label_sums(probs, torch.tensor([[0, 0]]), None, 0.1, check=True)
+        >>> out is None or (torch.allclose(out[0][0] / out[0][1], torch.tensor([0.2006]), atol=1e-4)
+        ...                 and [round(v, 4) for v in out[1].tolist()] == [0.1, 0.9, 0.0, 0.0, 0.0])
+        True
     """
-    out = native.label_sums(flat, target, valid, -1.0 / temperature)  # C, where it applies
-    if out is None:
-        out = _run("label_sums", flat, target, valid, -1.0 / temperature)
+    out = _run("label_sums", flat, target, valid, -1.0 / temperature, check)
     if out is None:
         return None
-    num, den, total, outside = out
-    if not labels_checked:
+    (num, den, total, outside), stats = _split_stats(out, 4)
+    if not labels_checked and not check:
         if flat.device.type == "cpu":
             if bool(outside.any()):
                 _refuse_labels(target, flat.shape[1])
         else:
             torch._assert_async(~outside.any(), "`target` holds a class id outside [0, num_classes)")
-    return num, den, total
+    return (num, den, total), stats
 
 
 def pixel_core(
-    flat: Tensor, target: Tensor, valid: Tensor | None, labels_checked: bool = True
-) -> tuple[Tensor, Tensor, Tensor] | None:
+    flat: Tensor, target: Tensor, valid: Tensor | None, labels_checked: bool = True, check: bool = False
+) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor | None] | None:
     """``s``, the mispredicted pixels and each pixel's confusion cell, in one pass.
 
     The cell of a valid pixel is ``b * (K*K + 1) + target * K + pred``, where ``pred`` is the
@@ -244,32 +348,55 @@ def pixel_core(
     confusion matrix. Needs ``B * (K*K + 1) <= MAX_CELLS`` (see :func:`usable`).
 
     Args:
-        flat: ``(B, K, P)`` probabilities (float32 or float64).
-        target: ``(B, P)`` int64 annotated classes (0 at ignored pixels).
-        valid: ``(B, P)`` bool, or None when every pixel counts.
-        labels_checked: False when ``target`` may hold class ids outside ``[0, K)``.
+        flat, target, valid, labels_checked, check: as :func:`label_sums`.
 
     Returns:
-        ``(s, wrong, cell)``: ``s`` ``(B, P)`` (0 at ignored pixels); ``wrong`` ``(B, P)`` bool,
-        valid pixels whose annotated class is not the most probable; ``cell`` ``(B, P)`` int32.
-        None when the kernels cannot be compiled here.
+        ``((s, wrong, cell), stats)``: ``s`` ``(B, P)`` (0 at ignored pixels); ``wrong``
+        ``(B, P)`` bool, valid pixels whose annotated class is not the most probable; ``cell``
+        ``(B, P)`` int32; ``stats`` None without ``check``. None where compiling fails.
 
     Raises:
-        ValueError: ``labels_checked=False`` and a class id lies outside ``[0, K)``.
+        ValueError: ``labels_checked=False``, ``check=False`` and a class id lies outside ``[0, K)``.
 
     Examples:
         >>> from lightning_segqa.functional._inputs import prepare_inputs
         >>> from lightning_segqa.functional.pixel import PixelPass
         >>> probs = torch.tensor([[[[0.9, 0.2, 0.5]], [[0.1, 0.8, 0.5]]]])
-        >>> pp = PixelPass(prepare_inputs(probs, torch.tensor([[[0, 0, 1]]]), compile=True))
+        >>> pp = PixelPass(prepare_inputs(probs, torch.tensor([[[0, 0, 1]]])), compile=True)
         >>> pp.s, pp.wrong, pp.pred()  # a tie goes to the label
         (tensor([[0.9000, 0.2000, 0.5000]]), tensor([[False,  True, False]]), tensor([[[0, 1, 1]]]))
     """
-    if not labels_checked:
+    if not labels_checked and not check:
         lmin, lmax = torch.aminmax(target)
         if int(lmin) < 0 or int(lmax) >= flat.shape[1]:
             _refuse_labels(target, flat.shape[1])
-    return _run("pixel_core", flat, target, valid)
+    out = _run("pixel_core", flat, target, valid, check)
+    if out is None:
+        return None
+    core, stats = _split_stats(out, 3)
+    return (core[0], core[1], core[2]), stats
+
+
+def value_stats(flat: Tensor, target: Tensor, valid: Tensor | None) -> Tensor | None:
+    """The value statistics (:data:`STATS`, float64) of ``flat`` and ``target`` in one pass.
+
+    Args:
+        flat: ``(B, K, P)`` values (float32 or float64).
+        target: ``(B, P)`` int64 class ids (any value at ignored pixels).
+        valid: ``(B, P)`` bool, or None when every pixel counts.
+
+    Returns:
+        ``(5,)`` float64: smallest and largest value, largest ``|sum over classes - 1|`` of a
+        pixel, smallest and largest valid class id (``K`` and ``-1`` when no pixel is valid);
+        None when the kernels cannot be compiled here.
+
+    Examples:
+        >>> out = value_stats(torch.tensor([[[0.9, 0.2], [0.1, 0.8]]]), torch.tensor([[0, 1]]), None)
+        >>> out is None or [round(v, 4) for v in out.tolist()] == [0.1, 0.9, 0.0, 0.0, 1.0]
+        True
+    """
+    out = _run("value_stats", flat, target, valid)
+    return None if out is None else _split_stats(out, 0)[1]
 
 
 def weighted_sums(s: Tensor, valid: Tensor | None, temperature: float) -> tuple[Tensor, Tensor] | None:
@@ -285,11 +412,9 @@ def weighted_sums(s: Tensor, valid: Tensor | None, temperature: float) -> tuple[
         compiled here.
 
     Examples:
-        >>> from lightning_segqa.functional.local import local_scores
-        >>> from lightning_segqa.functional._inputs import prepare_inputs
-        >>> probs = torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]])
-        >>> prepared = prepare_inputs(probs, torch.tensor([[[0, 0]]]), compile=True)
-        >>> local_scores(prepared, 0.1, ["softmin", "iou"])["softmin"]  # pixel_core, weighted_sums
-        tensor([0.2006])
+        >>> out = weighted_sums(torch.tensor([[0.9, 0.2]]), None, 0.1)
+        >>> out is None or torch.allclose(out[0] / out[1], torch.tensor([0.2006]), atol=1e-4)
+        True
     """
-    return _run("weighted_sums", s, valid, -1.0 / temperature)
+    out = _run("weighted_sums", s, valid, -1.0 / temperature)
+    return None if out is None else (out[0], out[1])

@@ -135,9 +135,10 @@ class PixelPass:
     (softmin, CIL) reads the probabilities once. The argmax is resolved only where the
     annotated class is not the most probable one: a pixel counts as correctly classified when
     ``s_ij`` equals the largest probability (ties go to the annotation), and ``mis_pred`` holds
-    the first most probable class of the others. With ``compile=True`` (see
-    :mod:`~lightning_segqa.functional.fused`) one compiled pass gives ``s``, ``wrong`` and every
-    pixel's confusion cell up front.
+    the first most probable class of the others. With the compiled kernels (``compile``, see
+    :func:`~lightning_segqa.functional.fused.wanted`) one pass gives ``s``, ``wrong`` and every
+    pixel's confusion cell up front, and with ``check=True`` the value statistics of the checks
+    (``stats``, see :func:`~lightning_segqa.functional._inputs.prepare_with_pass`).
 
     Attributes:
         s: ``(B, P)`` probability of the annotated class (0 at ignored pixels).
@@ -154,7 +155,20 @@ class PixelPass:
         (tensor([[0.9000, 0.2000]]), tensor([1]), tensor([1]), tensor([0.8000]))
     """
 
-    def __init__(self, prepared: PreparedInputs) -> None:
+    def __init__(self, prepared: PreparedInputs, compile: bool | None = None) -> None:
+        self._setup(prepared, compile)
+        core = None
+        if self.compiled and fused.usable(self._flat, cells=True):
+            core = fused.pixel_core(self._flat, self.target, self.valid, prepared.labels_checked)
+        if core is not None:
+            self._adopt(core[0])
+            return
+        s = _take_label(self._flat, self.target)
+        if self.valid is not None:
+            s = torch.where(self.valid, s, torch.zeros_like(s))
+        self.s = s
+
+    def _setup(self, prepared: PreparedInputs, compile: bool | None) -> None:
         probs, target = prepared.probs, prepared.target
         b, k = probs.shape[:2]
         self.shape = tuple(target.shape[1:])
@@ -167,19 +181,46 @@ class PixelPass:
             self.num_valid = self.valid.sum(-1)
         else:
             self.num_valid = torch.full((b,), npix, device=probs.device, dtype=torch.long)
-        self.compile = prepared.compile
-        #: with ``compile=True``: every pixel's confusion cell (see :func:`.fused.pixel_core`)
+        self.compiled = fused.wanted(compile, self._flat)
+        #: the value statistics read in the same pass (:meth:`checked` only)
+        self.stats: Tensor | None = None
+        #: on the compiled pass: every pixel's confusion cell (see :func:`.fused.pixel_core`)
         self._cell: Tensor | None = None
-        core = None
-        if prepared.compile and fused.usable(self._flat, cells=True):
-            core = fused.pixel_core(self._flat, self.target, self.valid, prepared.labels_checked)
-        if core is not None:
-            self.s, self.__dict__["wrong"], self._cell = core
-            return
-        s = _take_label(self._flat, self.target)
-        if self.valid is not None:
-            s = torch.where(self.valid, s, torch.zeros_like(s))
-        self.s = s
+
+    def _adopt(self, core: tuple[Tensor, Tensor, Tensor]) -> None:
+        self.s, self.__dict__["wrong"], self._cell = core
+
+    @classmethod
+    def checked(cls, prepared: PreparedInputs, compile: bool | None = None) -> PixelPass | None:
+        """The compiled pass together with the value statistics of the checks (``stats``).
+
+        Its class ids need not be checked yet (they are clamped, and their range is in
+        ``stats``, see :func:`~lightning_segqa.functional._inputs.prepare_with_pass`).
+
+        Args:
+            prepared: the inputs, values not yet checked.
+            compile: as :class:`PixelPass`.
+
+        Returns:
+            The pass, or None where the compiled kernel does not serve (nothing is read then).
+
+        Examples:
+            >>> import torch
+            >>> probs = torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]])
+            >>> pp = PixelPass.checked(prepare_inputs(probs, torch.tensor([[[0, 0]]])), compile=False)
+            >>> pp is None
+            True
+        """
+        pp = cls.__new__(cls)
+        pp._setup(prepared, compile)
+        if not (pp.compiled and fused.usable(pp._flat, cells=True)):
+            return None
+        core = fused.pixel_core(pp._flat, pp.target, pp.valid, prepared.labels_checked, check=True)
+        if core is None:
+            return None
+        pp._adopt(core[0])
+        pp.stats = core[1]
+        return pp
 
     def softmin(self, temperature: float) -> Tensor:
         """``(B,)`` softmin of ``s`` over each image's valid pixels (NaN when there is none).
@@ -190,7 +231,7 @@ class PixelPass:
             >>> pp.softmin(0.1)
             tensor([0.2006])
         """
-        if self.compile and fused.usable(self._flat, temperature):
+        if self.compiled and fused.usable(self._flat, temperature):
             out = torch.empty(self.s.shape[0], dtype=self.s.dtype, device=self.s.device)
             for i, j in _image_chunks(*self.s.shape):  # the kernel's temporaries stay small
                 sums = fused.weighted_sums(self.s[i:j], None if self.valid is None else self.valid[i:j], temperature)
@@ -307,8 +348,13 @@ class PixelPass:
         return pred.view(pred.shape[0], *self.shape)
 
 
-def pixel_pass(prepared: PreparedInputs) -> PixelPass:
+def pixel_pass(prepared: PreparedInputs, compile: bool | None = None) -> PixelPass:
     """The :class:`PixelPass` of prepared inputs.
+
+    Args:
+        prepared: the checked inputs.
+        compile: use the compiled one-pass kernel (None: for large batches; see
+            :func:`~lightning_segqa.functional.fused.wanted`).
 
     Examples:
         >>> import torch
@@ -316,4 +362,4 @@ def pixel_pass(prepared: PreparedInputs) -> PixelPass:
         >>> pp.num_valid
         tensor([2])
     """
-    return PixelPass(prepared)
+    return PixelPass(prepared, compile)

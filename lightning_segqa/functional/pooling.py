@@ -89,6 +89,5 @@ def downsample(prepared: PreparedInputs, factor: int) -> PreparedInputs:
         target=small_target,
         valid=small_valid,
         all_valid=prepared.all_valid and not any(pad),
-        compile=prepared.compile,
         labels_checked=prepared.labels_checked,
     )
