@@ -10,11 +10,9 @@ resumes, and folds can run as separate jobs (``folds=[i]``) and be merged later
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,10 +42,11 @@ from lightning_segqa.fingerprint import (
     sequence_names,
 )
 from lightning_segqa.folds import RECORD_NAME, heldout_path, kfold_splits, missing_folds, save_or_check_record
-from lightning_segqa.merge import _no_distributed, merge_folds, merged_monitor, monitor_config
+from lightning_segqa.heldout import check_scored, score_heldout
+from lightning_segqa.merge import merge_folds, merged_monitor, monitor_config
 from lightning_segqa.report import LabelQualityReport
 from lightning_segqa.seeding import derive_seed
-from lightning_segqa.tta import FlipTTA, check_tta
+from lightning_segqa.tta import check_tta
 
 __all__ = ["CHECKPOINTS", "CrossValidation", "cross_validate", "kfold_splits", "merge_folds"]
 
@@ -303,41 +302,17 @@ class CrossValidation:
         self, fold: int, model: LightningModule, dm: LightningDataModule, held: list[int], ckpt_path: Path,
         logger: Any, train_seconds: float,
     ) -> None:  # fmt: skip
-        """Score the held-out part with the fold's checkpoint in this process, on one device."""
+        """Score the held-out part with the fold's checkpoint in this process; save its state and cost."""
         if not ckpt_path.exists():
             raise RuntimeError(
                 f"Fold {fold}: no checkpoint at {ckpt_path}"
                 + (f"; was {self.checkpoint_monitor!r} ever logged?" if self.checkpoint == "best" else ".")
             )
-        monitor = copy.deepcopy(self.monitor)
-        monitor.report_dir = self.fold_dir(fold)
-        monitor.draw_pictures = True
-        monitor.metric.distributed_available_fn = _no_distributed  # this process scores the whole part
-        tta = FlipTTA(self.tta, monitor.keys["preds"], monitor.input_format, monitor.extract)
-        if self.tta:  # the wrapped step returns averaged probabilities where the model output was
-            monitor.input_format = monitor.metric.input_format = "probs"
-        trainer = Trainer(
-            default_root_dir=str(self.fold_dir(fold)),
-            logger=logger,
-            callbacks=[monitor, *copy.deepcopy(self.callbacks)],
-            **scoring_kwargs(self.trainer_kwargs),
-        )
-        start = time.perf_counter()
-        with warnings.catch_warnings(), tta.applied(model) if self.tta else contextlib.nullcontext():
-            # the scoring trainer has no ModelCheckpoint on purpose: it only reads the weights
-            warnings.filterwarnings("ignore", ".*callbacks used to create the checkpoint need to be provided.*")
-            trainer.validate(model, datamodule=dm, ckpt_path=str(ckpt_path), verbose=False)
-        score_seconds = time.perf_counter() - start
-        states = monitor.last_states
-        if states is None:
-            raise RuntimeError(f"Fold {fold}: the monitor scored nothing; does the module have a validation_step?")
-        seen = states["indexes"].long().tolist()
-        if sorted(seen) != held:
-            raise RuntimeError(
-                f"Fold {fold}: the held-out loader gave {len(seen)} samples ({len(set(seen))} distinct indexes), "
-                f"but the fold holds out {len(held)}; its val_dataloader() must yield each held-out sample once, "
-                "with the dataset index that the monitor reads."
-            )
+        monitor, score_seconds = score_heldout(
+            self.monitor, model, dm, ckpt_path, logger, self.fold_dir(fold), self.callbacks,
+            scoring_kwargs(self.trainer_kwargs), self.tta,
+        )  # fmt: skip
+        states = check_scored(monitor, fold, held)
         size = ckpt_path.stat().st_size
         if not self.keep_checkpoints:
             ckpt_path.unlink()
@@ -353,8 +328,8 @@ class CrossValidation:
         elapsed = time.perf_counter() - start
         remaining = elapsed / done * (todo - done)
         rank_zero_info(
-            f"Cross-validation: fold {fold} done ({done} of {todo} to run in this call, {self.num_folds} folds in "
-            f"all); elapsed {elapsed:.0f} s, about {remaining:.0f} s left."
+            f"Cross-validation: fold {fold + 1} of {self.num_folds} (fold_{fold}) done; elapsed {elapsed:.0f} s, "
+            f"about {remaining:.0f} s left ({done} of {todo} folds to run in this call)."
         )
         logger = self._fold_loggers.pop(fold, None)
         if logger and rank_zero_only.rank == 0:  # the fold's own logger version
@@ -383,7 +358,7 @@ class CrossValidation:
         start = time.perf_counter()
         for done, fold in enumerate(todo, start=1):
             rank_zero_info(
-                f"Cross-validation: fold {fold} of {self.num_folds} (folds 0-{self.num_folds - 1}): training on "
+                f"Cross-validation: fold {fold + 1} of {self.num_folds} (fold_{fold}): training on "
                 f"{self.num_samples - len(folds[fold])} samples, scoring {len(folds[fold])} held out."
             )
             self.run_fold(fold, folds[fold])

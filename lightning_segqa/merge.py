@@ -23,10 +23,16 @@ from lightning_segqa.fingerprint import callable_name
 from lightning_segqa.folds import heldout_path, load_record, missing_folds
 from lightning_segqa.report import LabelQualityReport, wait_for_writes
 
-__all__ = ["merge_folds", "merged_monitor", "monitor_config", "monitor_from_config"]
+__all__ = ["merge_folds", "merged_monitor", "monitor_config", "monitor_from_config", "never_distributed"]
 
 
-def _no_distributed() -> bool:
+def never_distributed() -> bool:
+    """A metric's ``distributed_available_fn`` that keeps it from gathering across processes.
+
+    Examples:
+        >>> never_distributed()
+        False
+    """
     return False
 
 
@@ -103,7 +109,7 @@ def merged_monitor(
         )
     merged = copy.deepcopy(monitor) if monitor is not None else monitor_from_config(record["monitor"])
     metric = merged.metric
-    metric.distributed_available_fn = _no_distributed  # the files hold every fold: no gathering across processes
+    metric.distributed_available_fn = never_distributed  # the files hold every fold: no gathering across processes
     metric.reset()
     merged.heap.clear()
     for fold in range(num_folds):

@@ -170,7 +170,8 @@ def test_progress_and_the_merged_report_go_to_the_users_logger(tmp_path, dataset
 
     cv = make_cv(tmp_path, dataset, logger_factory=csv_logger, trainer_kwargs={"logger": True})
     cv.run()
-    assert "fold 0 of 2" in caplog.text and "fold 1 done (2 of 2" in caplog.text and "s left" in caplog.text
+    assert "fold 1 of 2 (fold_0): training on" in caplog.text
+    assert "fold 2 of 2 (fold_1) done; elapsed" in caplog.text and "s left (2 of 2 folds" in caplog.text
     for fold in (0, 1):  # each fold's logger gets the progress and the fold's cost
         with open(tmp_path / "csv" / "logs" / f"fold_{fold}" / "metrics.csv") as f:
             row = [r for r in csv.DictReader(f) if r.get("cv/folds_done")][-1]
