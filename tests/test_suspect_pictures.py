@@ -32,7 +32,7 @@ from lightning_segqa.visuals import (
     render_suspect_figure,
     suspect_caption,
 )
-from lightning_segqa.visuals.pixel_maps import MARK_CANDIDATES, outline
+from lightning_segqa.visuals.pixel_maps import MARK_CANDIDATES, MARK_MIN_GAP, outline
 
 K = len(STREET_CLASSES)
 
@@ -248,7 +248,8 @@ def test_mark_colour_stands_apart_from_every_class_colour():
         palette = default_palette(k)
         colour = np.array(mark_colour(palette))
         gaps = np.sqrt(((palette.numpy().astype(float) - colour) ** 2).sum(-1))
-        assert gaps.min() > 80, (k, mark_colour(palette))
+        assert gaps.min() >= MARK_MIN_GAP, (k, mark_colour(palette))
+        assert mark_colour(palette) == (255, 0, 255)  # one colour for every default palette
         assert np.sqrt(((colour - black) ** 2).sum()) > 200  # ignored pixels are black
 
 
@@ -262,7 +263,8 @@ def test_mark_colour_is_the_candidate_farthest_from_the_palette(colours):
     def gap(c):
         return np.sqrt(((avoid - np.array(c, dtype=float)) ** 2).sum(-1)).min()
 
-    assert gap(chosen) == max(gap(c) for c in MARK_CANDIDATES)
+    far = [c for c in MARK_CANDIDATES if gap(c) >= MARK_MIN_GAP]
+    assert chosen == (far[0] if far else max(MARK_CANDIDATES, key=gap))
     if any(c not in set(colours) for c in MARK_CANDIDATES):
         assert chosen not in set(colours)
 

@@ -33,6 +33,7 @@ MARK_CANDIDATES = (
     (255, 128, 0),
     (0, 0, 0),
 )
+MARK_MIN_GAP = 100.0  # RGB distance kept from every class colour, black and the heat map when possible
 
 
 def _describe(value: Any) -> str:
@@ -167,10 +168,11 @@ def score_heat_map(pixel_scores: Tensor) -> np.ndarray:
 
 
 def mark_colour(palette: Tensor | None = None) -> tuple[int, int, int]:
-    """The colour of marked pixels: the candidate farthest from every colour it must stand apart from.
+    """The colour of marked pixels: magenta unless a colour it must stand apart from is close.
 
-    Among :data:`MARK_CANDIDATES`, the one whose smallest RGB distance to the class colours,
-    black (ignored pixels) and the heat map's colours is largest (earlier candidates win ties).
+    The first of :data:`MARK_CANDIDATES` (magenta, green, white, ...) whose RGB distance to every
+    class colour, to black (ignored pixels) and to the heat map's colours is at least
+    :data:`MARK_MIN_GAP`; when none is, the one farthest from them (earlier candidates win ties).
 
     Args:
         palette: ``(K, 3)`` class colours in use (None: only black and the heat map).
@@ -193,7 +195,8 @@ def mark_colour(palette: Tensor | None = None) -> tuple[int, int, int]:
     avoid_all = np.concatenate(avoid)
     cands = np.array(MARK_CANDIDATES, dtype=np.float64)
     gaps = np.sqrt(((cands[:, None, :] - avoid_all[None]) ** 2).sum(-1)).min(1)
-    return MARK_CANDIDATES[int(np.argmax(gaps))]  # first of the best on ties
+    far = np.nonzero(gaps >= MARK_MIN_GAP)[0]
+    return MARK_CANDIDATES[int(far[0]) if far.size else int(np.argmax(gaps))]  # argmax: first of the best
 
 
 def outline(mask: np.ndarray, width: int = 1) -> np.ndarray:

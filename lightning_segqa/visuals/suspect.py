@@ -149,7 +149,7 @@ def render_suspect_figure(
         palette = default_palette(max(top, len(class_names or ()), 1))
     h, w = target.shape
     marked = suspect.issue_mask.detach().cpu().bool() if suspect.issue_mask is not None else None
-    colour, width = mark_colour(palette), max(1, round(max(h, w) / 160))
+    colour, width = mark_colour(palette), -(-max(h, w) // 100)  # 1 px per 100: visible at the panel size
 
     def marks(arr: np.ndarray, fill: float = 0.0) -> np.ndarray:
         return arr if marked is None else mark_pixels(arr, marked, colour, fill=fill, width=width)
