@@ -348,7 +348,11 @@ def pixel_core(
     confusion matrix. Needs ``B * (K*K + 1) <= MAX_CELLS`` (see :func:`usable`).
 
     Args:
-        flat, target, valid, labels_checked, check: as :func:`label_sums`.
+        flat: ``(B, K, P)`` probabilities (float32 or float64).
+        target: ``(B, P)`` int64 annotated classes (0 at ignored pixels).
+        valid: ``(B, P)`` bool, or None when every pixel counts.
+        labels_checked: as :func:`label_sums`.
+        check: as :func:`label_sums`.
 
     Returns:
         ``((s, wrong, cell), stats)``: ``s`` ``(B, P)`` (0 at ignored pixels); ``wrong``
