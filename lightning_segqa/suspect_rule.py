@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 #: how many robust standard deviations below the median (on log scores) make a suspect
-DEFAULT_CUTOFF = 3.0
+DEFAULT_CUTOFF = 2.5
 #: fewer scored images than this and the median/MAD are too noisy: no image is a suspect
 MIN_IMAGES = 10
 #: scores are clamped to at least this before the log (a score of 0 is always a suspect)
