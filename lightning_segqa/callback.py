@@ -79,7 +79,8 @@ class LabelQualityMonitor(Callback):
             ``"raise"`` (:class:`~lightning_segqa.gate.LabelQualityError`).
         validate_args: check inputs on every batch (one or two device syncs per batch).
         draw_pictures: draw the ``top_k`` suspects (set False to log numbers and tables only).
-        compile: score with compiled one-pass kernels (see :class:`~lightning_segqa.LabelQuality`).
+        compile: score with compiled one-pass kernels (None: for large batches; see
+            :class:`~lightning_segqa.LabelQuality`).
         name_key: key of each image's name (e.g. file stem) in the returned dict or the batch; shown
             in tables, captions, the report files and the gate's message (None: no names).
         start_epoch: first epoch (0-based) at which the gate decides during ``fit``; earlier
@@ -117,7 +118,7 @@ class LabelQualityMonitor(Callback):
         on_fail: str = "warn",
         validate_args: bool = True,
         draw_pictures: bool = True,
-        compile: bool = False,
+        compile: bool | None = None,
         name_key: str | None = "name",
         start_epoch: int = 0,
     ) -> None:

@@ -9,18 +9,23 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchmetrics import Metric
+from torchmetrics.utilities import rank_zero_warn
 from torchmetrics.utilities.data import dim_zero_cat
 
-from lightning_segqa.functional._inputs import check_format, prepare_inputs
+from lightning_segqa.agreement import DETAILS_KEY as _AGREEMENT_KEY
+from lightning_segqa.agreement import agreement_stats, pixel_agreement
+from lightning_segqa.functional._inputs import PreparedInputs, check_format, prepare_inputs
 from lightning_segqa.functional.class_confidence import class_confidence_sums, class_thresholds
 from lightning_segqa.functional.coco import coco_from_prepared
 from lightning_segqa.functional.confident import (
+    checked_pixel_pass,
     confident_cutoff,
     confident_stats,
     issue_counts_per_image,
 )
-from lightning_segqa.functional.local import LOCAL_METHODS, local_scores
-from lightning_segqa.functional.pixel import pixel_pass
+from lightning_segqa.functional.fused import check_compile
+from lightning_segqa.functional.local import LOCAL_METHODS, checked_local_scores, local_scores
+from lightning_segqa.functional.pixel import PixelPass, pixel_pass
 from lightning_segqa.functional.pooling import downsample as _downsample
 from lightning_segqa.functional.thresholded import (
     DEFAULT_THRESHOLDS,
@@ -68,10 +73,11 @@ class LabelQuality(Metric):
         validate_args: check values on every update (one device synchronisation each; two when
             only softmin/CIL are computed from logits: labels first, then the scores for NaN).
         compile: score with the compiled one-pass kernels (:mod:`~lightning_segqa.functional.fused`):
-            the same scores, reading each batch's probabilities once instead of two to three
-            times; compiling takes a few seconds once per process (a new batch size does not
-            compile again). Falls back to the eager kernels, with a warning, where
-            ``torch.compile`` does not work.
+            the same scores, reading each batch's probabilities once (value checks included)
+            instead of three to five times. None (default): for batches of at least 4M values
+            (``B*K*H*W``); True: always; False: never. Compiling takes a few seconds once per
+            process (a new batch size does not compile again). Falls back to the eager kernels,
+            with a warning, where ``torch.compile`` does not work.
         kwargs: passed to :class:`torchmetrics.Metric`.
 
     Examples:
@@ -102,7 +108,7 @@ class LabelQuality(Metric):
         connectivity: int = 1,
         thresholds: int | Tensor = DEFAULT_THRESHOLDS,
         validate_args: bool = True,
-        compile: bool = False,
+        compile: bool | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -129,8 +135,7 @@ class LabelQuality(Metric):
         self.downsample = downsample
         self.connectivity = connectivity
         self.validate_args = validate_args
-        if not isinstance(compile, bool):
-            raise TypeError(f"`compile` must be a bool, got {compile!r}.")
+        check_compile(compile)
         self.compiled_kernels = compile  # not `self.compile`: that is nn.Module.compile
         self.register_buffer("grid", threshold_grid(thresholds), persistent=False)
         self._uniform_grid = thresholds if isinstance(thresholds, int) else None
@@ -146,6 +151,11 @@ class LabelQuality(Metric):
         # every state is a 1-D list state gathered with "cat" (safe under distributed gather)
         for name in ("indexes", "is_mislabeled", "num_valid"):
             self.add_state(name, default=[], dist_reduce_fx="cat")
+        # per-image pixel agreement of the model with the given mask (report.details["agreement"])
+        self.add_state("agreement", default=[], dist_reduce_fx="cat")
+        # image names as NUL-terminated UTF-8 bytes (gathered with the scores); a hash of each given mask
+        self.add_state("names", default=[], dist_reduce_fx="cat")
+        self.add_state("mask_fingerprint", default=[], dist_reduce_fx="cat")
         for m in methods:
             if m != "thresholded_ccp" and m != "confident_learning_counts":
                 self.add_state(f"score_{m}", default=[], dist_reduce_fx="cat")
@@ -158,6 +168,11 @@ class LabelQuality(Metric):
                 self.add_state(name, default=[], dist_reduce_fx="cat")
 
     def _check_indexes(self, indexes: Tensor, batch: int, name: str = "indexes") -> Tensor:
+        if indexes is None:
+            raise TypeError(
+                f"`{name}` is None: pass each image's dataset index, e.g. a dataset whose items carry "
+                "'index': position, collated into a (B,) int tensor."
+            )
         if not isinstance(indexes, Tensor):
             indexes = torch.as_tensor(indexes)
         if indexes.is_floating_point() or indexes.dtype == torch.bool:
@@ -166,7 +181,14 @@ class LabelQuality(Metric):
             raise ValueError(f"`{name}` must have shape ({batch},), one index per image, got {tuple(indexes.shape)}.")
         return indexes.to(device=self.device, dtype=torch.long)
 
-    def update(self, preds: Tensor, target: Tensor, indexes: Tensor, is_mislabeled: Tensor | None = None) -> None:
+    def update(
+        self,
+        preds: Tensor,
+        target: Tensor,
+        indexes: Tensor,
+        is_mislabeled: Tensor | None = None,
+        names: Sequence[str] | None = None,
+    ) -> None:
         """Score one batch.
 
         Args:
@@ -174,21 +196,14 @@ class LabelQuality(Metric):
             target: ``(B, *spatial)`` given masks (integer class ids).
             indexes: ``(B,)`` dataset index of each image.
             is_mislabeled: optional ``(B,)`` bool ground truth, for detection metrics.
+            names: optional ``B`` image names (e.g. file stems), carried into the report.
         """
         # softmin and CIL read only s: logits need no separate scan, a NaN score reveals bad values
         s_only = self.input_format == "logits" and set(self.methods) <= {"softmin", "confidence_in_label"}
-        prepared = prepare_inputs(
-            preds,
-            target,
-            num_classes=self.num_classes,
-            ignore_index=self.ignore_index,
-            input_format=self.input_format,
-            validate_args=self.validate_args,
-            scan_logits=not s_only,
-            compile=self.compiled_kernels,
-        )
+        prepared, first, scores = self._first_pass(preds, target, scan_logits=not s_only)
         b = preds.shape[0]
         idx = self._check_indexes(indexes, b)
+        name_bytes = _encode_names(names, b, self.device)
         if b == 0:  # e.g. an uneven split across processes: nothing to add
             return
         if is_mislabeled is None:
@@ -198,21 +213,22 @@ class LabelQuality(Metric):
             if truth_t.shape != (b,):
                 raise ValueError(f"`is_mislabeled` must have shape ({b},), got {tuple(truth_t.shape)}.")
             truth = truth_t.to(device=self.device, dtype=torch.float32)
-        new: dict[str, Tensor] = {"indexes": idx, "is_mislabeled": truth}
+        new: dict[str, Tensor] = {"indexes": idx, "is_mislabeled": truth, "names": name_bytes}
+        new["mask_fingerprint"] = _mask_fingerprint(torch.as_tensor(target)).to(self.device)
         if prepared.all_valid:
             new["num_valid"] = torch.full((b,), float(prepared.valid[0].numel()), device=self.device)
         else:
             new["num_valid"] = prepared.valid.reshape(b, -1).sum(-1).float()
-        local_methods = [m for m in LOCAL_METHODS if m in self.methods]
-        if local_methods:
-            for m, value in local_scores(prepared, self.temperature, local_methods).items():
-                new[f"score_{m}"] = value.float()
+        for m, value in scores.items():
+            new[f"score_{m}"] = value.float()
         if s_only and self.validate_args:
             _check_finite_scores(new, self.methods[0])
+        ccp = new.get("score_correctly_classified_pixels")  # the same quantity: reuse it when computed
+        new["agreement"] = pixel_agreement(prepared).float() if ccp is None else ccp
         if "thresholded_ccp" in self.methods:
             new["tccp_counts"] = tccp_counts(prepared, self.grid, self._uniform_grid).flatten().float()
         if "connected_components" in self.methods or "confident_learning_counts" in self.methods:
-            small = pixel_pass(_downsample(prepared, self.downsample))
+            small = first or pixel_pass(_downsample(prepared, self.downsample), self.compiled_kernels)
             if "connected_components" in self.methods:
                 new["score_connected_components"] = coco_from_prepared(small, self.connectivity).float()
             if "confident_learning_counts" in self.methods:
@@ -235,6 +251,36 @@ class LabelQuality(Metric):
             getattr(self, name).append(value)
         if self.keep_last_batch:
             self.last_batch = (prepared, {m: v for m, v in new.items() if m.startswith("score_")})
+
+    def _first_pass(
+        self, preds: Tensor, target: Tensor, scan_logits: bool
+    ) -> tuple[PreparedInputs, PixelPass | None, dict[str, Tensor]]:
+        """Check a batch and make its first pass over the values, the checks riding on it.
+
+        Returns the prepared inputs, the full-resolution pixel pass when the region scores
+        work at full resolution (``downsample=1``), and the local scores.
+        """
+        checks = {
+            "num_classes": self.num_classes,
+            "ignore_index": self.ignore_index,
+            "input_format": self.input_format,
+            "validate_args": self.validate_args,
+            "scan_logits": scan_logits,
+        }
+        compile = self.compiled_kernels
+        local_methods = [m for m in LOCAL_METHODS if m in self.methods]
+        region = "connected_components" in self.methods or "confident_learning_counts" in self.methods
+        if isinstance(preds, Tensor) and preds.numel() == 0:  # nothing to read: checks only
+            return prepare_inputs(preds, target, compile=compile, **checks), None, {}
+        if region and self.downsample == 1:
+            prepared, pp = checked_pixel_pass(preds, target, 1, compile=compile, **checks)
+            return prepared, pp, local_scores(pp, self.temperature, local_methods, compile) if local_methods else {}
+        if local_methods:
+            prepared, scores = checked_local_scores(
+                preds, target, temperature=self.temperature, methods=local_methods, compile=compile, **checks
+            )
+            return prepared, None, scores
+        return prepare_inputs(preds, target, compile=compile, **checks), None, {}
 
     def compute(self) -> LabelQualityReport:
         """Merge everything seen so far into a report (repeated indexes kept once, ordered by index)."""
@@ -267,12 +313,16 @@ class LabelQuality(Metric):
                 details.update(cl_details)
             else:
                 scores[m] = dim_zero_cat(getattr(self, f"score_{m}"))[keep]
+        _warn_conflicting_repeats(dim_zero_cat(self.mask_fingerprint)[perm], first)
+        names = _decode_names(dim_zero_cat(self.names), n, keep)
         if isinstance(self.conf_sums, Tensor) or self.conf_sums:  # every image tracked: thresholds
             conf_sums, conf_counts = dim_zero_cat(self.conf_sums), dim_zero_cat(self.conf_counts)
             if conf_sums.numel() == n * self.num_classes:
                 k = self.num_classes
                 thresholds = class_thresholds(conf_sums.view(n, k)[keep_mask], conf_counts.view(n, k)[keep_mask])
                 details["class_confidence"] = thresholds.tolist()
+        if isinstance(self.agreement, Tensor) or self.agreement:
+            details[_AGREEMENT_KEY] = agreement_stats(dim_zero_cat(self.agreement)[keep].float())
         truth = dim_zero_cat(self.is_mislabeled)[keep]
         if torch.isnan(truth).all():
             is_mislabeled = None
@@ -295,6 +345,7 @@ class LabelQuality(Metric):
             scores={m: s.float().cpu() for m, s in scores.items()},
             is_mislabeled=is_mislabeled,
             details=details,
+            names=names,
         )
 
     def state_tensors(self) -> dict[str, Tensor]:
@@ -323,6 +374,8 @@ class LabelQuality(Metric):
                 current = [current]
                 setattr(self, name, current)
             current.append(value.to(self.device))
+        self._update_count += 1  # loaded states count as an update: compute() has something to merge
+        self._computed = None
 
     def _compute_cl(self, n: int, keep_mask: Tensor, idx: Tensor) -> tuple[Tensor, dict[str, Any]]:
         k = self.num_classes
@@ -354,4 +407,49 @@ def _check_finite_scores(new: dict[str, Tensor], method: str) -> None:
     if bool(bad.any()):
         raise ValueError(
             f"`preds` contains NaN or infinite values (images at batch positions {bad.nonzero().flatten().tolist()})."
+        )
+
+
+def _encode_names(names: Sequence[str] | None, batch: int, device: torch.device) -> Tensor:
+    """``batch`` NUL-terminated UTF-8 names as one uint8 tensor (``batch`` zeros without names)."""
+    if names is None:
+        return torch.zeros(batch, dtype=torch.uint8, device=device)
+    if isinstance(names, str) or not isinstance(names, Sequence) or len(names) != batch:
+        raise ValueError(f"`names` must be a sequence of {batch} strings (one per image), got {names!r:.80}.")
+    text = [str(v) for v in names]
+    if any("\0" in v for v in text):
+        raise ValueError("`names` must not contain NUL characters.")
+    blob = "".join(v + "\0" for v in text).encode("utf-8")
+    return torch.frombuffer(bytearray(blob), dtype=torch.uint8).to(device)
+
+
+def _decode_names(blob: Tensor, n: int, keep: Tensor) -> list[str] | None:
+    """The names at positions ``keep`` of ``n`` encoded names; None when no image has a name."""
+    if blob.numel() == n:  # only empty names (or none at all)
+        return None
+    parts = bytes(blob.cpu().tolist()).split(b"\0")
+    if len(parts) != n + 1:
+        raise RuntimeError(f"Corrupt `names` state: {len(parts) - 1} names for {n} images.")
+    return [parts[p].decode("utf-8", errors="replace") for p in keep.tolist()]
+
+
+def _mask_fingerprint(target: Tensor) -> Tensor:
+    """A cheap int64 hash of each given mask (position-weighted sum of class ids), to spot repeats that differ."""
+    flat = target.reshape(target.shape[0], -1).long()
+    pos = torch.arange(flat.shape[1], device=flat.device, dtype=torch.long)
+    weights = (pos * 2654435761 + 97) % 1000003 + 1
+    return ((flat + 1) * weights).sum(1)
+
+
+def _warn_conflicting_repeats(fingerprints_by_index: Tensor, first: Tensor) -> None:
+    """Warn once when an index repeats with a mask that differs from the kept (first) one."""
+    group = torch.cumsum(first.long(), 0) - 1
+    differ = fingerprints_by_index != fingerprints_by_index[first][group]
+    count = int(torch.unique(group[differ]).numel())
+    if count:
+        rank_zero_warn(
+            f"{count} dataset index(es) were given more than once with different masks; each kept its first "
+            "mask's scores. Repeats are normal (a DistributedSampler pads with repeats), different masks "
+            "are not: give every image its own index (e.g. its position in the dataset).",
+            UserWarning,
         )

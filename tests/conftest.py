@@ -43,7 +43,8 @@ def code_path(request, monkeypatch):
     Large batches gather ``s`` from flat rows, build temporaries a few images at a time and
     select the confident-learning cutoff by buckets; here they kick in from 0 pixels, with
     chunks of one to two images. The third run turns on the compiled one-pass kernels
-    (``compile=True``) in every score and in :class:`~lightning_segqa.LabelQuality`.
+    (the default ``compile=None`` then compiles every batch) in every score and in
+    :class:`~lightning_segqa.LabelQuality`.
     """
     if request.param == "large-batch paths":
         from lightning_segqa.functional import confident, pixel
@@ -54,15 +55,9 @@ def code_path(request, monkeypatch):
     elif request.param == "compiled kernels":
         if cpp_compiler() is None:
             pytest.skip(NO_COMPILER)
-        from lightning_segqa import metric
-        from lightning_segqa.functional import _inputs, coco, confident, local, pixel, thresholded
+        from lightning_segqa.functional import fused
 
-        @functools.wraps(_inputs.prepare_inputs)
-        def forced(*args, **kwargs):
-            return _inputs.prepare_inputs(*args, **{**kwargs, "compile": True})
-
-        for module in (metric, pixel, local, confident, coco, thresholded):
-            monkeypatch.setattr(module, "prepare_inputs", forced)
+        monkeypatch.setattr(fused, "AUTO_MIN_VALUES", 0)  # the default (compile=None) compiles every batch
     with strict_compile() if request.param == "compiled kernels" else contextlib.nullcontext():
         yield request.param
     if request.param == "compiled kernels":
