@@ -142,9 +142,9 @@ def weak_model_message(report: Any, min_agreement: float = MIN_AGREEMENT) -> str
     return (
         f"The model agrees with the given masks on only {summary['median']:.0%} of the pixels of a typical image "
         f"(median over {summary['num_images']} images; a tenth of them below {summary['q10']:.0%}). "
-        "That is too weak to tell label errors from the model's own mistakes: the suspects and their "
-        "highlighted pixels are mostly where the model is wrong, not the masks. Train longer or use a stronger "
-        f"model (more epochs, a larger encoder, pretrained weights) until the median agreement is above "
+        "The model is too weak to tell label errors from its own mistakes: the ranking is unreliable and the "
+        "suspects' highlighted pixels are mostly where the model is wrong, not the masks. Train longer or use a "
+        "stronger model (more epochs, a larger encoder, pretrained weights) until the median agreement is above "
         f"{min_agreement:.0%}, then score again."
     )
 
@@ -170,5 +170,5 @@ def warn_if_weak_model(report: Any, min_agreement: float = MIN_AGREEMENT) -> str
         return None
     message = weak_model_message(report, min_agreement)
     if message is not None:
-        rank_zero_warn(message, category=UserWarning)
+        rank_zero_warn(message, category=UserWarning, stacklevel=4)  # points at the caller
     return message
