@@ -122,12 +122,15 @@ def train_model(
     train_set: TensorSegmentationDataset, num_classes: int, arch: str, encoder: str = "resnet18", epochs: int = 1,
     batch_size: int = 16, lr: float = DEFAULT_LR, device: str = "auto", seed: int = 0,
     log_dir: str | Path | None = None, progress: bool = True, encoder_weights: str | None = None,
+    augment: Sequence[str] = (),
 ) -> SegmentationModule:  # fmt: skip
     """Fit a :class:`~lightning_segqa.models.SegmentationModule` (no pretrained weights).
 
     Lightning ``Trainer``: no checkpoints, no validation loop, a CSV logger under ``log_dir``
     (or no logger), the given ``epochs`` with Adam at ``lr`` on shuffled batches. The encoder
     starts from ``encoder_weights`` (e.g. ``"imagenet"``, downloaded once) or, by default, at random.
+    ``augment`` (flip names, e.g. ``("hflip",)``) flips each training image and its mask with
+    probability 1/2 per flip; the default trains without augmentation.
 
     Examples:
         >>> from lightning_segqa.data import make_street_scenes
@@ -141,6 +144,8 @@ def train_model(
 
     seed_everything(seed, workers=True, verbose=False)
     module = SegmentationModule(num_classes, arch=arch, encoder=encoder, lr=lr, encoder_weights=encoder_weights)
+    if augment:
+        train_set = RandomFlips(train_set, augment)
     loader = torch.utils.data.DataLoader(
         train_set, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
     )
@@ -156,6 +161,33 @@ def train_model(
         warnings.filterwarnings("ignore", ".*no `val_dataloader`.*")
         trainer.fit(module, loader)
     return module
+
+
+class RandomFlips(torch.utils.data.Dataset):
+    """Training augmentation: flip each sample's tensors of 2+ dimensions (image, mask) with probability 1/2.
+
+    Examples:
+        >>> item = {"image": torch.arange(3.0).view(1, 1, 3), "mask": torch.arange(3).view(1, 3)}
+        >>> ds = RandomFlips([item], ("hflip",))
+        >>> seen = {tuple(ds[0]["mask"].flatten().tolist()) for _ in range(20)}
+        >>> sorted(seen)
+        [(0, 1, 2), (2, 1, 0)]
+    """
+
+    def __init__(self, dataset: Any, flips: Sequence[str]) -> None:
+        from lightning_segqa.tta import TTA_TRANSFORMS, check_tta
+
+        self.dataset, self.dims = dataset, [TTA_TRANSFORMS[f] for f in check_tta(flips)]
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = dict(self.dataset[index])
+        for dim in self.dims:
+            if bool(torch.rand(()) < 0.5):
+                item = {k: v.flip(dim) if isinstance(v, Tensor) and v.ndim >= 2 else v for k, v in item.items()}
+        return item
 
 
 @torch.inference_mode()
@@ -248,7 +280,8 @@ def run_benchmark(
             ``encoder``, ``epochs``, ``size``, ``batch_size``, ``device``, ``seed``, ``markdown``
             (optional: ``lr``, default :data:`DEFAULT_LR`; ``progress``, default True;
             ``tta``, flip names: each model also scores flip-averaged predictions, reported as
-            column ``{model}+{flips}``; ``encoder_weights``, default None: random init).
+            column ``{model}+{flips}``; ``encoder_weights``, default None: random init;
+            ``augment``, flip names: random flips of the training images).
         data: the splits to use instead of reading CamVid from ``args.data`` at ``args.size``.
         echo: where progress lines and the tables go.
 
@@ -276,6 +309,7 @@ def run_benchmark(
     size = tuple(data.train_images.shape[-2:])
     lr, progress = getattr(args, "lr", DEFAULT_LR), getattr(args, "progress", True)
     tta, weights = tuple(getattr(args, "tta", None) or ()), getattr(args, "encoder_weights", None)
+    augment = tuple(getattr(args, "augment", None) or ())
     result = BenchmarkResult({})
     for error in args.errors:
         tn, tf, vn, vf = inject_before_split(data.train_masks, data.val_masks, error, args.seed, data.unlabeled_index)
@@ -286,9 +320,12 @@ def run_benchmark(
         for model in args.models:
             path = cache_path(args.out, error, model, args.encoder, size, args.epochs, args.seed)
             meta: dict[str, Any] = {"lr": lr, "batch_size": args.batch_size}
-            if tta or weights:  # other files: the plain runs' cache stays valid
-                meta.update(tta=list(tta), encoder_weights=weights)
-                path = path.with_name(f"{path.stem}_{'+'.join(tta) or 'plain'}_{weights or 'random'}{path.suffix}")
+            if tta or weights or augment:  # other files: the plain runs' cache stays valid
+                meta.update(tta=list(tta), encoder_weights=weights, augment=list(augment))
+                extra = f"_{'+'.join(tta) or 'plain'}_{weights or 'random'}" + (
+                    f"_aug-{'+'.join(augment)}" if augment else ""
+                )
+                path = path.with_name(f"{path.stem}{extra}{path.suffix}")
             entry = _load_cache(path, vn, vf, meta)
             if entry is None:
                 echo(f"[{error}/{model}] training {args.epochs} epoch(s) on {len(tf)} images...")
@@ -296,7 +333,7 @@ def run_benchmark(
                 module = train_model(
                     TensorSegmentationDataset(data.train_images, tn, tf), data.num_classes, model, args.encoder,
                     args.epochs, args.batch_size, lr, args.device, args.seed, Path(args.out) / "logs" / path.stem,
-                    progress, weights,
+                    progress, weights, augment,
                 )  # fmt: skip
                 dtype = torch.uint8 if data.num_classes <= 256 else torch.int32
                 entry = {
