@@ -7,8 +7,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,6 +14,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+
+from lightning_segqa.writing import atomic_write, torch_bytes
 
 
 def cache_path(
@@ -46,12 +46,4 @@ def _load_cache(path: Path, masks: Tensor, flags: Tensor, meta: dict) -> dict[st
 
 
 def _save_cache(path: Path, entry: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(entry, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, torch_bytes(entry))

@@ -8,7 +8,6 @@ The record holds the folds, the fingerprint of everything that changes the resul
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ import torch
 
 from lightning_segqa.fingerprint import fingerprint_diff
 from lightning_segqa.seeding import derive_seed
+from lightning_segqa.writing import atomic_write
 
 __all__ = ["RECORD_NAME", "heldout_path", "kfold_splits", "load_record", "missing_folds", "save_or_check_record"]
 
@@ -136,8 +136,5 @@ def save_or_check_record(
             "fingerprint": current,
             "monitor": dict(monitor_config),
         }
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{RECORD_NAME}.{os.getpid()}.tmp")  # jobs of an array may write at once
-        tmp.write_text(json.dumps(record, indent=1))
-        tmp.replace(path)
+        atomic_write(path, json.dumps(record, indent=1))  # a unique temporary name: jobs of an array may write at once
     return folds

@@ -1,4 +1,8 @@
-"""What the monitor hands to loggers besides pictures: the ranked table's rows and the report files' upload."""
+"""Where the monitor's report files go and how they reach the loggers' runs.
+
+The ranked table's columns and rows are defined in :mod:`lightning_segqa.report_table` (and
+importable from here).
+"""
 
 from __future__ import annotations
 
@@ -7,43 +11,11 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from lightning_segqa.report import SHORT_NAMES, LabelQualityReport, run_in_background, write_in_background
+from lightning_segqa.report import LabelQualityReport
+from lightning_segqa.report_table import report_rows, table_columns
+from lightning_segqa.writing import run_in_background, write_in_background
 
-
-def table_columns(report: LabelQualityReport) -> list[str]:
-    """Columns of the ranked table: rank, index, name (when the report has names), each method, error.
-
-    Examples:
-        >>> import torch
-        >>> table_columns(LabelQualityReport(torch.arange(2), {"softmin": torch.rand(2)}, names=["a", "b"]))
-        ['rank', 'index', 'name', 'SM']
-    """
-    columns = ["rank", "index", *(["name"] if report.names is not None else [])]
-    columns += [SHORT_NAMES.get(m, m) for m in report.methods]
-    if report.is_mislabeled is not None:
-        columns.append("error")
-    return columns
-
-
-def report_rows(report: LabelQualityReport, method: str, k: int) -> list[list[Any]]:
-    """Rows of the ranked table (see :func:`table_columns`) for the ``k`` worst images by ``method``.
-
-    Examples:
-        >>> import torch
-        >>> r = LabelQualityReport(torch.tensor([5, 6]), {"softmin": torch.tensor([0.9, 0.1])}, names=["a", "b"])
-        >>> report_rows(r, "softmin", k=1)
-        [[1, 6, 'b', 0.1]]
-    """
-    pos = {int(i): p for p, i in enumerate(report.indexes.tolist())}
-    rows = []
-    for rank, idx in enumerate(report.suspects(method, k=k).tolist(), start=1):
-        p = pos[idx]
-        name = [report.names[p]] if report.names is not None else []
-        row: list[Any] = [rank, idx, *name, *(round(float(report.scores[m][p]), 4) for m in report.methods)]
-        if report.is_mislabeled is not None:
-            row.append(bool(report.is_mislabeled[p]))
-        rows.append(row)
-    return rows
+__all__ = ["queue_report_files", "report_rows", "run_dir_of", "table_columns", "upload_report_files"]
 
 
 def upload_report_files(adapters: Sequence[Any], paths: Sequence[Path]) -> None:
@@ -89,14 +61,14 @@ def queue_report_files(
     """Queue ``label_quality{tag}.json``/``.csv`` (and ``detection_curves{tag}.png``) on the writer thread.
 
     Once written, the files are attached to every logger's run (:func:`upload_report_files`).
-    :func:`~lightning_segqa.report.wait_for_writes` waits for all of it.
+    :func:`~lightning_segqa.writing.wait_for_writes` waits for all of it.
 
     Returns:
         The paths the files will have.
 
     Examples:
         >>> import tempfile, torch
-        >>> from lightning_segqa.report import wait_for_writes
+        >>> from lightning_segqa.writing import wait_for_writes
         >>> r = LabelQualityReport(torch.arange(2), {"softmin": torch.tensor([0.3, 0.1])}, names=["a", "b"])
         >>> paths = queue_report_files(r, Path(tempfile.mkdtemp()))
         >>> wait_for_writes(); paths[1].read_text().splitlines()[1]

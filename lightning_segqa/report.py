@@ -1,4 +1,10 @@
-"""The result of a label-quality run: per-image scores, rankings, suspects and detection metrics."""
+"""The result of a label-quality run: per-image scores, rankings, suspects, detection metrics and files.
+
+:class:`LabelQualityReport` lives here. The names around it are defined in their own modules and
+importable from here too: method names (:mod:`lightning_segqa.methods`), detection metrics
+(:mod:`lightning_segqa.detection`), file writing (:mod:`lightning_segqa.writing`) and the ranked
+table (:mod:`lightning_segqa.report_table`).
+"""
 
 from __future__ import annotations
 
@@ -7,195 +13,33 @@ import io
 import json
 import math
 import os
-import tempfile
-import threading
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
-from torchmetrics.functional.classification import binary_auroc, binary_average_precision
 
-METHODS: tuple[str, ...] = (
-    "softmin",
-    "confidence_in_label",
-    "correctly_classified_pixels",
-    "thresholded_ccp",
-    "iou",
-    "connected_components",
-    "confident_learning_counts",
-)
-SHORT_NAMES = {
-    "softmin": "SM",
-    "confidence_in_label": "CIL",
-    "correctly_classified_pixels": "CCP",
-    "thresholded_ccp": "TCCP",
-    "iou": "IoU",
-    "connected_components": "CoCo",
-    "confident_learning_counts": "CLC",
-}
-DETECTION_METRICS = ("auroc", "auprc", "lift_at_t", "lift_at_100")
+from lightning_segqa.detection import DETECTION_METRICS, detection_metrics, lift_at_k, worst_first
+from lightning_segqa.methods import METHODS, SHORT_NAMES, method_legend
+from lightning_segqa.report_table import format_table
+from lightning_segqa.writing import atomic_write, run_in_background, wait_for_writes, write_in_background
 
-
-def lift_at_k(scores: Tensor, is_mislabeled: Tensor, k: int) -> float:
-    """Share of true errors among the ``k`` lowest scores divided by their share overall.
-
-    Examples:
-        >>> lift_at_k(torch.tensor([0.1, 0.2, 0.9, 0.8]), torch.tensor([True, False, False, False]), 1)
-        4.0
-    """
-    n = scores.numel()
-    positives = int(is_mislabeled.sum())
-    if n == 0 or positives == 0 or k <= 0:
-        return float("nan")
-    k = min(k, n)
-    order = _order(scores)
-    return float(is_mislabeled[order[:k]].double().mean()) / (positives / n)
-
-
-def _order(scores: Tensor) -> Tensor:
-    """Positions sorted by ascending score, NaN last, ties by position (stable)."""
-    filled = torch.where(torch.isnan(scores), torch.full_like(scores, float("inf")), scores)
-    return torch.sort(filled, stable=True).indices
-
-
-def detection_metrics(scores: Tensor, is_mislabeled: Tensor) -> dict[str, float]:
-    """AUROC, AUPRC (average precision), Lift@T (T = number of errors) and Lift@100.
-
-    Lower scores must mean "more likely mislabeled"; NaN scores count as the least suspicious.
-
-    Examples:
-        >>> m = detection_metrics(torch.tensor([0.1, 0.7, 0.9, 0.8]), torch.tensor([True, False, False, True]))
-        >>> round(m["auroc"], 4), m["lift_at_t"]
-        (0.75, 1.0)
-    """
-    if scores.shape != is_mislabeled.shape:
-        raise ValueError(f"`scores` {tuple(scores.shape)} and `is_mislabeled` {tuple(is_mislabeled.shape)} differ.")
-    truth = is_mislabeled.bool()
-    positives = int(truth.sum())
-    if positives == 0 or positives == truth.numel():
-        nan = float("nan")
-        return dict.fromkeys(DETECTION_METRICS, nan)
-    s = scores.double()
-    finite = torch.where(torch.isnan(s), torch.full_like(s, float("inf")), s)
-    finite = torch.where(torch.isinf(finite), finite[~torch.isinf(finite)].max() + 1, finite)
-    conf = -finite
-    return {
-        "auroc": float(binary_auroc(conf, truth.long())),
-        "auprc": float(binary_average_precision(conf, truth.long())),
-        "lift_at_t": lift_at_k(scores, truth, positives),
-        "lift_at_100": lift_at_k(scores, truth, 100),
-    }
-
-
-def _file_mode() -> int:
-    """Permissions of a new file under the process's umask (``0o644`` under the usual ``022``)."""
-    if hasattr(os, "umask"):
-        try:  # Linux: read the umask without changing it (os.umask would race other threads)
-            for line in Path("/proc/self/status").read_text().splitlines():
-                if line.startswith("Umask:"):
-                    return 0o666 & ~int(line.split()[1], 8)
-        except (OSError, ValueError):
-            pass
-    return 0o644
-
-
-_FILE_MODE = _file_mode()
-
-
-def atomic_write(path: Path, data: str | bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file and ``os.replace``: never a broken file.
-
-    The file gets the permissions of any other new file (``0o644`` under the usual umask), not
-    the owner-only ``0o600`` of a temporary file.
-
-    Examples:
-        >>> import tempfile
-        >>> target = Path(tempfile.mkdtemp()) / "sub" / "a.txt"
-        >>> atomic_write(target, "hello"); target.read_text()
-        'hello'
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-_WRITER: ThreadPoolExecutor | None = None
-_PENDING: list[Future] = []
-_WRITER_LOCK = threading.Lock()
-
-
-def _forget_writer_after_fork() -> None:
-    """A forked child has no writer thread: start afresh (the parent's queue stays the parent's)."""
-    global _WRITER, _PENDING, _WRITER_LOCK
-    _WRITER, _PENDING, _WRITER_LOCK = None, [], threading.Lock()
-
-
-if hasattr(os, "register_at_fork"):  # POSIX; DDP "fork" strategies and notebooks fork after a publish
-    os.register_at_fork(after_in_child=_forget_writer_after_fork)
-
-
-def write_in_background(path: Path, data: str | bytes | Callable[[], str | bytes]) -> None:
-    """Queue :func:`atomic_write` of ``data`` (or of what ``data()`` returns) on a writer thread.
-
-    One thread writes in submission order, so the training loop never waits on a slow or
-    network disk. :func:`wait_for_writes` blocks until everything queued is on disk and
-    re-raises a failed write; queued writes also finish when the interpreter exits.
-
-    Examples:
-        >>> target = Path(tempfile.mkdtemp()) / "late.txt"
-        >>> write_in_background(target, lambda: "written on the writer thread")
-        >>> wait_for_writes(); target.read_text()
-        'written on the writer thread'
-    """
-
-    def job() -> None:
-        atomic_write(path, data() if callable(data) else data)
-
-    run_in_background(job)
-
-
-def run_in_background(job: Callable[[], None]) -> None:
-    """Queue ``job`` on the writer thread, after everything queued before it (e.g. an upload of written files).
-
-    :func:`wait_for_writes` waits for it and re-raises its failure like a failed write.
-
-    Examples:
-        >>> done = []
-        >>> run_in_background(lambda: done.append(True))
-        >>> wait_for_writes(); done
-        [True]
-    """
-    global _WRITER
-    with _WRITER_LOCK:
-        if _WRITER is None:
-            _WRITER = ThreadPoolExecutor(max_workers=1, thread_name_prefix="segqa-writer")
-        _PENDING.append(_WRITER.submit(job))
-
-
-def wait_for_writes() -> None:
-    """Block until every :func:`write_in_background` write is done; re-raise the first failure.
-
-    Examples:
-        >>> wait_for_writes()  # nothing queued: returns at once
-    """
-    with _WRITER_LOCK:
-        pending = list(_PENDING)
-        _PENDING.clear()
-    errors = [err for err in (fut.exception() for fut in pending) if err is not None]
-    if errors:
-        raise OSError(f"{len(errors)} background report write(s) failed; first: {errors[0]!r}") from errors[0]
+__all__ = [
+    "DETECTION_METRICS",
+    "METHODS",
+    "SHORT_NAMES",
+    "LabelQualityReport",
+    "atomic_write",
+    "detection_metrics",
+    "format_table",
+    "lift_at_k",
+    "method_legend",
+    "run_in_background",
+    "wait_for_writes",
+    "write_in_background",
+]
 
 
 @dataclass
@@ -280,7 +124,7 @@ class LabelQualityReport:
 
     def ranking(self, method: str = "softmin") -> Tensor:
         """Dataset indexes from most to least likely mislabeled (NaN scores last)."""
-        return self.indexes[_order(self._method(method))]
+        return self.indexes[worst_first(self._method(method))]
 
     def suspects(self, method: str = "softmin", k: int | None = None, threshold: float | None = None) -> Tensor:
         """Indexes of suspect images, worst first.
@@ -300,7 +144,7 @@ class LabelQualityReport:
         if threshold is not None and (not isinstance(threshold, (int, float)) or math.isnan(threshold)):
             raise ValueError(f"`threshold` must be a number or None (the default rule), got {threshold!r}.")
         scores = self._method(method)
-        order = _order(scores)
+        order = worst_first(scores)
         if threshold is not None:
             order = order[scores[order] < threshold]
         elif k is None:
@@ -380,7 +224,7 @@ class LabelQualityReport:
         writer.writerow(
             ["rank", "index", "name", *self.methods, *(["is_mislabeled"] if self.is_mislabeled is not None else [])]
         )
-        order = _order(self._method(method))
+        order = worst_first(self._method(method))
         names = self.names or [""] * len(self)
         columns = [range(1, len(order) + 1), self.indexes[order].tolist(), [names[p] for p in order.tolist()]]
         columns += [[f"{v:.6g}" for v in self.scores[m][order].tolist()] for m in self.methods]
@@ -397,61 +241,3 @@ class LabelQualityReport:
 
     def __str__(self) -> str:
         return self.table(self.methods[0] if "softmin" not in self.scores else "softmin")
-
-
-def format_table(report: LabelQualityReport, method: str, k: int) -> str:
-    """Render the ranked table used by ``str(report)`` and the command line."""
-    methods = report.methods
-    named = report.names is not None
-    head = ["rank", "index", *(["name"] if named else []), *(SHORT_NAMES.get(m, m) for m in methods)]
-    if report.is_mislabeled is not None:
-        head.append("error")
-    rows = []
-    pos = {int(i): p for p, i in enumerate(report.indexes.tolist())}
-    for r, idx in enumerate(report.suspects(method, k=k).tolist(), start=1):
-        p = pos[idx]
-        name = [report.names[p]] if report.names is not None else []
-        row = [str(r), str(idx), *name, *(f"{float(report.scores[m][p]):.4f}" for m in methods)]
-        if report.is_mislabeled is not None:
-            row.append("yes" if bool(report.is_mislabeled[p]) else "")
-        rows.append(row)
-    lines = [f"{len(report)} images ranked by {method} (lower = more likely mislabeled); worst {len(rows)}:"]
-    lines += _columns([head, *rows], left=2 if named else None)
-    if report.is_mislabeled is not None:
-        det = report.detection()
-        lines += ["", f"Detection of {int(report.is_mislabeled.sum())} known errors:"]
-        grid = [["method", "AUROC", "AUPRC", "Lift@T", "Lift@100"]]
-        grid += [[m, *(f"{det[m][key]:.3f}" for key in DETECTION_METRICS)] for m in methods]
-        lines += _columns(grid)
-    return "\n".join(lines)
-
-
-def _columns(rows: Sequence[Sequence[str]], left: int | None = None) -> list[str]:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return [
-        "  ".join(c.ljust(w) if i == left else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths, strict=True)))
-        for r in rows
-    ]
-
-
-def method_legend(methods: Sequence[str]) -> str:
-    """One line explaining the short method names used in tables.
-
-    Examples:
-        >>> method_legend(["softmin", "iou"])
-        'SM = softmin (the paper method), IoU = intersection over union; lower = more likely mislabeled.'
-    """
-    return ", ".join(f"{SHORT_NAMES.get(m, m)} = {_LONG_NAMES.get(m, m)}" for m in methods) + (
-        "; lower = more likely mislabeled."
-    )
-
-
-_LONG_NAMES = {
-    "softmin": "softmin (the paper method)",
-    "confidence_in_label": "mean confidence in the given label",
-    "correctly_classified_pixels": "share of correctly classified pixels",
-    "thresholded_ccp": "thresholded CCP",
-    "iou": "intersection over union",
-    "connected_components": "connected components",
-    "confident_learning_counts": "confident-learning issue counts",
-}

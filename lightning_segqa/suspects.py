@@ -103,10 +103,6 @@ class SuspectHeap:
             seen.setdefault(item["index"], item)
         self._items = list(seen.values())[: self.k]
 
-    def merge(self, other: SuspectHeap) -> None:
-        """Absorb another heap (e.g. from another rank or fold)."""
-        self._merge(other._items)
-
     def state(self) -> list[dict]:
         """Picklable content (for gathering across ranks and saving)."""
         return list(self._items)

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from lightning_segqa.functional.components import component_means, label_connected_components
+from lightning_segqa.functional.components import label_connected_components
 
 # ----------------------------------------------------------------------------- helpers
 
@@ -321,73 +321,3 @@ def test_input_errors():
         label_connected_components(labels, connectivity=1.0)  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="`connectivity`"):
         label_connected_components(labels, connectivity=True)
-
-
-# ----------------------------------------------------------------------------- component_means
-
-
-def brute_force_means(values, ids, num):
-    means, images, counts = [], [], []
-    for b in range(values.shape[0]):
-        for k in range(int(num[b])):
-            mask = ids[b] == k
-            pix = values[b][:, mask]  # (C, n)
-            means.append(pix.double().mean(dim=1))
-            images.append(b)
-            counts.append(int(mask.sum()))
-    channels = values.shape[1]
-    if not means:
-        return torch.zeros(0, channels, dtype=torch.double), torch.zeros(0), torch.zeros(0)
-    return torch.stack(means), torch.tensor(images), torch.tensor(counts)
-
-
-@pytest.mark.parametrize("spatial", [(9, 11), (5, 6, 7), (13,)])
-def test_component_means_matches_brute_force(spatial):
-    gen = torch.Generator().manual_seed(8)
-    batch, channels = 3, 4
-    labels = torch.randint(0, 3, (batch, *spatial), generator=gen)
-    valid = torch.rand(labels.shape, generator=gen) > 0.2
-    valid[1] = False  # an image without components
-    ids, num = label_connected_components(labels, valid=valid)
-    values = torch.rand(batch, channels, *spatial, generator=gen).softmax(1)
-    means, image_index, counts = component_means(values, ids, num)
-    total = int(num.sum())
-    assert means.shape == (total, channels) and means.dtype == values.dtype
-    assert image_index.shape == (total,) and image_index.dtype == torch.long
-    assert counts.shape == (total,) and counts.dtype == torch.long
-    ref_means, ref_images, ref_counts = brute_force_means(values, ids, num)
-    torch.testing.assert_close(means.double(), ref_means, rtol=1e-5, atol=1e-6)
-    assert image_index.tolist() == ref_images.tolist()
-    assert counts.tolist() == ref_counts.tolist()
-    assert counts.sum() == valid.sum()
-    torch.testing.assert_close(means.sum(1), torch.ones(total))
-
-
-def test_component_means_empty_and_half():
-    values = torch.rand(2, 3, 4, 4)
-    ids = torch.full((2, 4, 4), -1)
-    num = torch.zeros(2, dtype=torch.long)
-    means, image_index, counts = component_means(values, ids, num)
-    assert means.shape == (0, 3) and image_index.shape == (0,) and counts.shape == (0,)
-    labels = torch.zeros(1, 8, 8, dtype=torch.long)
-    ids, num = label_connected_components(labels)
-    means, _, counts = component_means(torch.full((1, 2, 8, 8), 0.25, dtype=torch.half), ids, num)
-    assert means.dtype == torch.half and counts.tolist() == [64]
-    assert means.tolist() == [[0.25, 0.25]]
-
-
-def test_component_means_errors():
-    values = torch.rand(2, 3, 4, 4)
-    ids, num = label_connected_components(torch.zeros(2, 4, 4, dtype=torch.long))
-    with pytest.raises(TypeError, match="`values`.*floating"):
-        component_means(values.long(), ids, num)
-    with pytest.raises(TypeError, match="`component_ids`.*integer"):
-        component_means(values, ids.float(), num)
-    with pytest.raises(TypeError, match="`num_components`.*integer"):
-        component_means(values, ids, num.float())
-    with pytest.raises(ValueError, match=r"`component_ids`.*\(2, 4, 4\).*\(2, 4, 5\)"):
-        component_means(values, torch.zeros(2, 4, 5, dtype=torch.long), num)
-    with pytest.raises(ValueError, match=r"`num_components`.*\(2,\).*\(3,\)"):
-        component_means(values, ids, torch.zeros(3, dtype=torch.long))
-    with pytest.raises(ValueError, match="`values`"):
-        component_means(torch.rand(2, 3), ids, num)

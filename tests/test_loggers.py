@@ -74,7 +74,6 @@ def log_everything(adapter) -> None:
     adapter.log_suspects("suspects", SUSPECTS, STEP, NAMES, None, 255)
     adapter.log_table("ranking", COLUMNS, ROWS, STEP)
     adapter.log_figure("curves", make_figure(), STEP)
-    adapter.log_json("summary", {"auroc": torch.tensor(0.5), "n": np.int64(3), "m": {"a": [1]}}, STEP)
 
 
 def decode(data: bytes | Path) -> np.ndarray:
@@ -144,8 +143,6 @@ def test_argument_validation(tmp_path):
         adapter.log_table("t", ["a", "b"], [[1, 2], [3]], 0)
     with pytest.raises(TypeError, match="SuspectImage.*'dict'"):
         adapter.log_suspects("s", [{"index": 1}], 0, None, None, None)
-    with pytest.raises(TypeError, match="`data` must be a Mapping"):
-        adapter.log_json("j", [1, 2], 0)
     with pytest.raises(ValueError, match="`key` must contain a name"):
         adapter.log_table("//", ["a"], [[1]], 0)
     assert not (Path(adapter.logger.log_dir) / "segqa").exists()  # nothing half-written
@@ -200,8 +197,6 @@ def test_tensorboard_images_text_and_figure(tmp_path):
         "- **rank01**: idx 17 | softmin score 0.0312 | true error",
         "- **rank02**: idx 4 | softmin score 0.2500 | clean",
     ]
-    summary = json.loads((Path(logger.log_dir) / "segqa/summary_step000005.json").read_text())
-    assert summary == {"auroc": 0.5, "n": 3, "m": {"a": [1]}}
 
 
 # ---------------------------------------------------------------- files
@@ -219,8 +214,6 @@ def check_files(root: Path) -> None:
     ]
     with open(root / "ranking_step000005.csv", newline="") as f:
         assert list(csv.reader(f)) == [COLUMNS, *[[str(v) for v in row] for row in ROWS]]
-    summary = json.loads((root / "summary_step000005.json").read_text())
-    assert summary == {"auroc": 0.5, "n": 3, "m": {"a": [1]}}
     expected = figure_to_array(make_figure())
     np.testing.assert_array_equal(decode(root / "curves_step000005.png"), expected)
     assert [p for p in root.rglob(".*")] == []  # no temp files left behind
@@ -343,8 +336,6 @@ def test_wandb_media_files(wandb_run):
     (table_file,) = (media / "table").glob("ranking_*.table.json")
     table = json.loads(table_file.read_text())
     assert table["columns"] == COLUMNS and table["data"] == ROWS
-    summary = json.loads((wandb_run.files / "segqa" / "summary_step000005.json").read_text())
-    assert summary == {"auroc": 0.5, "n": 3, "m": {"a": [1]}}
 
 
 # ---------------------------------------------------------------- MLflow
@@ -386,8 +377,6 @@ def test_mlflow_artifacts(mlflow_run):
     assert summary == [(1, 17, True), (2, 4, False)]
     table = json.loads((art / "ranking_step000005_table.json").read_text())
     assert table["columns"] == COLUMNS and table["data"] == ROWS
-    summary = json.loads((art / "summary_step000005.json").read_text())
-    assert summary == {"auroc": 0.5, "n": 3, "m": {"a": [1]}}
     assert decode(art / "curves_step000005.png").shape == figure_to_array(make_figure()).shape
 
 
@@ -415,14 +404,13 @@ def test_files_are_readable_and_never_under_segqa_segqa(tmp_path):
     os.umask(umask)
     adapter = adapter_for(CSVLogger(tmp_path, name="csv"))
     adapter.log_table("segqa/ranking", ["a"], [[1]], 3)  # the monitor's keys start with its prefix
-    adapter.log_json("segqa/summary", {"a": 1}, 3)
     adapter.log_figure("segqa/curves", make_figure(), 3)
     adapter.log_suspects("segqa/suspects", SUSPECTS, 3, NAMES, None, 255)
     root = adapter.files_dir()
-    expected = {"ranking_step000003.csv", "summary_step000003.json", "curves_step000003.png", "suspects"}
+    expected = {"ranking_step000003.csv", "curves_step000003.png", "suspects"}
     assert {p.name for p in root.iterdir()} == expected
     assert not (root / "segqa").exists()
     files = [p for p in root.rglob("*") if p.is_file()]
-    assert len(files) >= 6 and {p.stat().st_mode & 0o777 for p in files} == {0o666 & ~umask}
+    assert len(files) >= 5 and {p.stat().st_mode & 0o777 for p in files} == {0o666 & ~umask}
     adapter.log_table("other/ranking", ["a"], [[1]], 3)  # another first folder stays
     assert (root / "other" / "ranking_step000003.csv").is_file()

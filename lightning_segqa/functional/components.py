@@ -4,9 +4,7 @@ The functions here run on any device torch supports (CPU, CUDA, ...) and use onl
 operations: there is no Python loop over pixels and no numpy/scipy round trip.
 
 :func:`label_connected_components` labels the connected regions of equal value in a batch of
-1-, 2- or 3-D integer maps (every value forms components, not only the foreground), and
-:func:`component_means` averages per-pixel vectors (e.g. class probabilities) over those
-components.
+1-, 2- or 3-D integer maps (every value forms components, not only the foreground).
 
 Algorithm:
     A dense-grid variant of FastSV (Zhang, Azad & Hu, "FastSV: a distributed-memory connected
@@ -38,7 +36,7 @@ import itertools
 import torch
 from torch import Tensor
 
-__all__ = ["component_means", "label_connected_components"]
+__all__ = ["label_connected_components"]
 
 _MAX_SPATIAL_DIMS = 3
 
@@ -241,86 +239,3 @@ def label_connected_components(
         ids.masked_fill_(~valid.reshape(-1), -1)
     num_components = is_root.view(batch, -1).sum(dim=1)
     return ids.view(labels.shape), num_components
-
-
-def component_means(values: Tensor, component_ids: Tensor, num_components: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Average per-pixel vectors over the connected components of a batch.
-
-    Components of all images are stacked into one "global" index: component ``k`` of image
-    ``b`` gets global id ``sum(num_components[:b]) + k``.
-
-    Args:
-        values: Floating-point tensor of shape ``(B, C, *spatial)``, e.g. class probabilities.
-        component_ids: int64 tensor of shape ``(B, *spatial)`` as returned by
-            :func:`label_connected_components` (``-1`` marks pixels outside every component;
-            they are ignored).
-        num_components: int64 tensor of shape ``(B,)`` as returned by
-            :func:`label_connected_components`.
-
-    Returns:
-        A tuple ``(means, image_index, pixel_counts)`` with ``K = num_components.sum()``:
-
-        - ``means``: ``(K, C)`` tensor (dtype of ``values``), the mean of ``values`` over each
-          component's pixels.
-        - ``image_index``: int64 ``(K,)``, the batch index of each component.
-        - ``pixel_counts``: int64 ``(K,)``, the number of pixels of each component.
-
-    Raises:
-        TypeError: If ``values`` is not floating point or the ids/counts are not integer.
-        ValueError: If the shapes of the three arguments do not agree.
-
-    Example:
-        >>> import torch
-        >>> labels = torch.tensor([[[0, 0, 1, 1]], [[2, 2, 2, 2]]])  # (B=2, H=1, W=4)
-        >>> ids, num = label_connected_components(labels)
-        >>> probs = torch.tensor([[[[0.9, 0.7, 0.2, 0.4]], [[0.1, 0.3, 0.8, 0.6]]],
-        ...                       [[[0.5, 0.5, 0.5, 0.1]], [[0.5, 0.5, 0.5, 0.9]]]])
-        >>> means, image_index, counts = component_means(probs, ids, num)
-        >>> means
-        tensor([[0.8000, 0.2000],
-                [0.3000, 0.7000],
-                [0.4000, 0.6000]])
-        >>> image_index
-        tensor([0, 0, 1])
-        >>> counts
-        tensor([2, 2, 4])
-
-    """
-    if not isinstance(values, Tensor) or not values.is_floating_point():
-        got = values.dtype if isinstance(values, Tensor) else type(values).__name__
-        raise TypeError(f"`values` must be a floating-point tensor, got {got}.")
-    for name, t in (("component_ids", component_ids), ("num_components", num_components)):
-        if not isinstance(t, Tensor) or t.is_floating_point() or t.is_complex():
-            got = t.dtype if isinstance(t, Tensor) else type(t).__name__
-            raise TypeError(f"`{name}` must be an integer tensor, got {got}.")
-    if values.ndim < 3:
-        raise ValueError(f"`values` must have shape (B, C, *spatial), got shape {tuple(values.shape)}.")
-    expected = (values.shape[0], *values.shape[2:])
-    if tuple(component_ids.shape) != expected:
-        raise ValueError(
-            f"`component_ids` must have shape (B, *spatial) = {expected} to match `values` "
-            f"{tuple(values.shape)}, got {tuple(component_ids.shape)}."
-        )
-    if tuple(num_components.shape) != (values.shape[0],):
-        raise ValueError(
-            f"`num_components` must have shape (B,) = ({values.shape[0]},), got {tuple(num_components.shape)}."
-        )
-
-    batch, channels = values.shape[:2]
-    device = values.device
-    num_components = num_components.to(device=device, dtype=torch.long)
-    component_ids = component_ids.to(device=device, dtype=torch.long)
-    offsets = num_components.cumsum(0) - num_components
-    total = int(num_components.sum())
-
-    ids = component_ids.reshape(batch, -1)
-    # Global ids; pixels outside every component go to an extra dummy bucket ``total``.
-    gid = torch.where(ids >= 0, ids + offsets[:, None], total).reshape(-1)
-    acc_dtype = torch.promote_types(values.dtype, torch.float32)
-    flat_values = values.reshape(batch, channels, -1).transpose(1, 2).reshape(-1, channels)
-    sums = torch.zeros(total + 1, channels, dtype=acc_dtype, device=device)
-    sums.index_add_(0, gid, flat_values.to(acc_dtype))
-    counts = torch.bincount(gid, minlength=total + 1)[:total]
-    means = (sums[:total] / counts.clamp_min(1).unsqueeze(1).to(acc_dtype)).to(values.dtype)
-    image_index = torch.repeat_interleave(torch.arange(batch, device=device), num_components, output_size=total)
-    return means, image_index, counts

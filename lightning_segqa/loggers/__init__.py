@@ -1,4 +1,4 @@
-"""One small adapter per Lightning logger (no common image API) for suspects, tables, figures, JSON.
+"""One small adapter per Lightning logger (no common image API) for suspects, tables and figures.
 
 :func:`adapter_for` looks the logger's nearest registered class up in :data:`ADAPTERS`. tensorboard,
 wandb and mlflow are never imported here: the loggers import them when creating their experiment.

@@ -1,13 +1,12 @@
 """The abstract :class:`LoggerAdapter` and the helpers its subclasses share.
 
-Argument checks, key sanitising, JSON-safe values, atomic writes, PNG/CSV encoding and warn-once.
+Argument checks, key sanitising, JSON-safe values, PNG/CSV encoding and warn-once.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import re
 import tempfile
@@ -23,7 +22,6 @@ from lightning.fabric.loggers import Logger
 from torch import Tensor
 
 from lightning_segqa import visuals as _v
-from lightning_segqa.report import atomic_write
 from lightning_segqa.visuals import SuspectImage
 
 Names = Sequence[str] | None
@@ -49,14 +47,12 @@ def _safe_key(key: str) -> str:
     return "/".join(parts)
 
 
-def _check(step: int, suspects: Sequence[Any] = (), data: Any = None) -> None:
+def _check(step: int, suspects: Sequence[Any] = ()) -> None:
     if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < 0:
         raise TypeError(f"`step` must be a non-negative int, got {step!r}")
     if not all(isinstance(s, SuspectImage) for s in suspects):
         kinds = sorted({type(s).__name__ for s in suspects})
         raise TypeError(f"`suspects` must be a sequence of SuspectImage, got items of type {kinds}")
-    if data is not None and not isinstance(data, Mapping):
-        raise TypeError(f"`data` must be a Mapping, got {type(data).__name__}")
 
 
 def _plain(value: Any) -> Any:
@@ -115,10 +111,10 @@ def _records(suspects: Sequence[SuspectImage]) -> list[dict[str, Any]]:
 
 
 class LoggerAdapter(ABC):
-    """Logs suspects, tables, figures and JSON through one Lightning (or Fabric) ``logger``.
+    """Logs suspects, tables and figures through one Lightning (or Fabric) ``logger``.
 
-    :meth:`log_json` defaults to a file in :meth:`files_dir`. Call the methods on global rank zero
-    only (Lightning's loggers ignore other ranks; the file adapters would write duplicates).
+    Call the methods on global rank zero only (Lightning's loggers ignore other ranks; the file
+    adapters would write duplicates).
 
     Examples:
         >>> from lightning.pytorch.loggers.logger import DummyLogger
@@ -154,12 +150,6 @@ class LoggerAdapter(ABC):
     @abstractmethod
     def log_figure(self, key: str, figure: Any, step: int) -> None:
         """Log a matplotlib figure."""
-
-    def log_json(self, key: str, data: Mapping[str, Any], step: int) -> None:
-        """Write ``data`` to ``{key}_step{step:06d}.json`` in the adapter's output folder."""
-        _check(step, data=data)
-        blob = json.dumps(_plain(data), indent=2, default=str).encode()
-        atomic_write(self._key_path(key, f"_step{step:06d}.json"), blob)
 
     def run_dir(self) -> Path | None:
         """The run's own local folder for report files: ``log_dir`` when the logger has one, else None.
@@ -203,6 +193,6 @@ class LoggerAdapter(ABC):
             _warn_once(
                 self.logger,
                 "files",
-                f"{type(self.logger).__name__} {why}; lightning_segqa writes its images, tables and JSON under {root}",
+                f"{type(self.logger).__name__} {why}; lightning_segqa writes its images and tables under {root}",
             )
         return root

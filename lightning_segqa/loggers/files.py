@@ -15,18 +15,18 @@ from lightning_segqa.loggers.base import (
     _csv,
     _records,
     _table,
-    atomic_write,
     png_bytes,
 )
 from lightning_segqa.visuals import SuspectImage, figure_to_array, render_suspect
+from lightning_segqa.writing import atomic_write
 
 
 class FileAdapter(LoggerAdapter):
-    """Fallback for loggers without image support: atomic PNG, CSV and JSON files.
+    """Fallback for loggers without image support: atomic PNG and CSV files.
 
     Under :meth:`files_dir`: suspects at ``{key}/step{step:06d}/rank01_idx{index}.png`` (plus a
     ``suspects.csv`` index), tables at ``{key}_step{step:06d}.csv``, figures at
-    ``{key}_step{step:06d}.png``, JSON at ``{key}_step{step:06d}.json``. Warns once per logger
+    ``{key}_step{step:06d}.png``. Warns once per logger
     instance that the logger has no image support, naming the folder.
 
     Examples:
@@ -76,15 +76,14 @@ class CSVAdapter(FileAdapter):
     """:class:`FileAdapter` for ``CSVLogger``: the same files under its ``log_dir``, no warning.
 
     Examples:
-        >>> import json
         >>> import tempfile
         >>> from pathlib import Path
         >>> from lightning.pytorch.loggers import CSVLogger
         >>> from lightning_segqa.loggers import adapter_for
         >>> with tempfile.TemporaryDirectory() as tmp:
-        ...     adapter_for(CSVLogger(tmp, name="run")).log_json("summary", {"auroc": 0.9}, step=2)
-        ...     json.loads((Path(tmp) / "run/version_0/segqa/summary_step000002.json").read_text())
-        {'auroc': 0.9}
+        ...     adapter_for(CSVLogger(tmp, name="run")).log_table("summary", ["auroc"], [[0.9]], step=2)
+        ...     (Path(tmp) / "run/version_0/segqa/summary_step000002.csv").read_text().split()
+        ['auroc', '0.9']
 
     """
 
@@ -105,4 +104,4 @@ class NullAdapter(LoggerAdapter):
 
     """
 
-    log_suspects = log_table = log_figure = log_json = _skip  # type: ignore[assignment]
+    log_suspects = log_table = log_figure = _skip  # type: ignore[assignment]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import tempfile
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -17,7 +17,6 @@ from lightning_segqa.loggers.base import (
     Names,
     Rows,
     _check,
-    _plain,
     _records,
     _safe_key,
     _table,
@@ -31,7 +30,7 @@ class MLFlowAdapter(LoggerAdapter):
     """``MLFlowLogger``: run artifacts through its ``MlflowClient`` (``logger.experiment``).
 
     Suspects: ``{key}/step{step:06d}/rank01_idx{index}.png`` plus ``suspects.json``; tables:
-    ``{key}_step{step:06d}_table.json``; JSON: ``{key}_step{step:06d}.json``; figures:
+    ``{key}_step{step:06d}_table.json``; figures:
     ``{key}_step{step:06d}.png``.
 
     Examples:
@@ -77,12 +76,6 @@ class MLFlowAdapter(LoggerAdapter):
         _check(step)
         name = f"{_safe_key(key)}_step{step:06d}.png"
         self.logger.experiment.log_figure(self.logger.run_id, figure, name)
-
-    def log_json(self, key: str, data: Mapping[str, Any], step: int) -> None:
-        """Log ``data`` with ``MlflowClient.log_dict``."""
-        _check(step, data=data)
-        name = f"{_safe_key(key)}_step{step:06d}.json"
-        self.logger.experiment.log_dict(self.logger.run_id, _plain(data), name)
 
     def _local_artifacts(self) -> Path | None:
         """The run's artifact folder when the artifact store is a local folder, else None."""

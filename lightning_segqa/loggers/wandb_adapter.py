@@ -39,7 +39,7 @@ class WandbAdapter(LoggerAdapter):
     with the given and predicted masks (and the marked pixels, when there are marks) as W&B
     overlays; ``{key}/panels`` gets the rendered panels
     (padded with white to one size).
-    Captions are ``rank{r:02d} <caption>``. JSON goes to ``segqa/`` in the run's files folder.
+    Captions are ``rank{r:02d} <caption>``.
 
     Examples:
         >>> from lightning.pytorch.loggers import WandbLogger
