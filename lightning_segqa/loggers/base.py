@@ -113,6 +113,8 @@ def _records(suspects: Sequence[SuspectImage]) -> list[dict[str, Any]]:
 class LoggerAdapter(ABC):
     """Logs suspects, tables and figures through one Lightning (or Fabric) ``logger``.
 
+    The public methods check their arguments, then call the subclass's ``_log_suspects`` (never
+    with an empty list), ``_log_table`` (rows as plain Python values) or ``_log_figure``.
     Call the methods on global rank zero only (Lightning's loggers ignore other ranks; the file
     adapters would write duplicates).
 
@@ -131,7 +133,6 @@ class LoggerAdapter(ABC):
             raise TypeError(f"`logger` must be a Lightning Logger, got {type(logger).__name__}")
         self.logger = logger
 
-    @abstractmethod
     def log_suspects(
         self,
         key: str,
@@ -141,15 +142,53 @@ class LoggerAdapter(ABC):
         palette: Tensor | None,
         ignore_index: int | None,
     ) -> None:
-        """Log each suspect's rendered picture (suspect ``r`` is ``rank{r:02d}``) and caption."""
+        """Log each suspect's rendered picture (suspect ``r`` is ``rank{r:02d}``) and caption; none: nothing.
 
-    @abstractmethod
+        Raises:
+            TypeError: ``step`` is not a non-negative int, or a suspect is not a ``SuspectImage``.
+        """
+        _check(step, suspects)
+        if len(suspects):
+            self._log_suspects(key, list(suspects), step, class_names, palette, ignore_index)
+
     def log_table(self, key: str, columns: Sequence[str], rows: Rows, step: int) -> None:
-        """Log a table; each row has one value per column."""
+        """Log a table; each row has one value per column (tensors and numpy values become plain Python).
+
+        Raises:
+            TypeError: ``step`` is not a non-negative int.
+            ValueError: a row has another number of values than ``columns``.
+        """
+        _check(step)
+        self._log_table(key, list(columns), _table(columns, rows), step)
+
+    def log_figure(self, key: str, figure: Any, step: int) -> None:
+        """Log a matplotlib figure.
+
+        Raises:
+            TypeError: ``step`` is not a non-negative int.
+        """
+        _check(step)
+        self._log_figure(key, figure, step)
 
     @abstractmethod
-    def log_figure(self, key: str, figure: Any, step: int) -> None:
-        """Log a matplotlib figure."""
+    def _log_suspects(
+        self,
+        key: str,
+        suspects: list[SuspectImage],
+        step: int,
+        class_names: Names,
+        palette: Tensor | None,
+        ignore_index: int | None,
+    ) -> None:
+        """Log checked, non-empty ``suspects``."""
+
+    @abstractmethod
+    def _log_table(self, key: str, columns: list[str], data: list[list[Any]], step: int) -> None:
+        """Log checked rows of plain Python values."""
+
+    @abstractmethod
+    def _log_figure(self, key: str, figure: Any, step: int) -> None:
+        """Log ``figure`` at a checked ``step``."""
 
     def run_dir(self) -> Path | None:
         """The run's own local folder for report files: ``log_dir`` when the logger has one, else None.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
@@ -10,11 +9,8 @@ from torch import Tensor
 from lightning_segqa.loggers.base import (
     LoggerAdapter,
     Names,
-    Rows,
-    _check,
     _csv,
     _records,
-    _table,
     png_bytes,
 )
 from lightning_segqa.visuals import SuspectImage, figure_to_array, render_suspect
@@ -39,19 +35,16 @@ class FileAdapter(LoggerAdapter):
 
     warn_no_images = True
 
-    def log_suspects(
+    def _log_suspects(
         self,
         key: str,
-        suspects: Sequence[SuspectImage],
+        suspects: list[SuspectImage],
         step: int,
         class_names: Names,
         palette: Tensor | None,
         ignore_index: int | None,
     ) -> None:
         """Write one PNG per suspect and a ``suspects.csv`` index next to them."""
-        _check(step, suspects)
-        if not suspects:
-            return
         folder = self._key_path(key) / f"step{step:06d}"
         for r, s in enumerate(suspects, start=1):
             arr = render_suspect(s, class_names, palette, ignore_index)
@@ -59,15 +52,13 @@ class FileAdapter(LoggerAdapter):
         recs = _records(suspects)
         atomic_write(folder / "suspects.csv", _csv(list(recs[0]), [[*d.values()] for d in recs]))
 
-    def log_table(self, key: str, columns: Sequence[str], rows: Rows, step: int) -> None:
+    def _log_table(self, key: str, columns: list[str], data: list[list[Any]], step: int) -> None:
         """Write ``{key}_step{step:06d}.csv``."""
-        _check(step)
-        blob = _csv(columns, _table(columns, rows))
+        blob = _csv(columns, data)
         atomic_write(self._key_path(key, f"_step{step:06d}.csv"), blob)
 
-    def log_figure(self, key: str, figure: Any, step: int) -> None:
+    def _log_figure(self, key: str, figure: Any, step: int) -> None:
         """Write ``{key}_step{step:06d}.png``."""
-        _check(step)
         blob = png_bytes(figure_to_array(figure))
         atomic_write(self._key_path(key, f"_step{step:06d}.png"), blob)
 
@@ -105,3 +96,4 @@ class NullAdapter(LoggerAdapter):
     """
 
     log_suspects = log_table = log_figure = _skip  # type: ignore[assignment]
+    _log_suspects = _log_table = _log_figure = _skip  # type: ignore[assignment]

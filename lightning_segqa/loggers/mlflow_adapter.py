@@ -15,11 +15,8 @@ from torch import Tensor
 from lightning_segqa.loggers.base import (
     LoggerAdapter,
     Names,
-    Rows,
-    _check,
     _records,
     _safe_key,
-    _table,
 )
 from lightning_segqa.visuals import SuspectImage, render_suspect
 
@@ -41,29 +38,25 @@ class MLFlowAdapter(LoggerAdapter):
 
     """
 
-    def log_suspects(
+    def _log_suspects(
         self,
         key: str,
-        suspects: Sequence[SuspectImage],
+        suspects: list[SuspectImage],
         step: int,
         class_names: Names,
         palette: Tensor | None,
         ignore_index: int | None,
     ) -> None:
         """Log one PNG artifact per suspect and a JSON index of them."""
-        _check(step, suspects)
         client, run_id = self.logger.experiment, self.logger.run_id
         prefix = f"{_safe_key(key)}/step{step:06d}/"
         for r, s in enumerate(suspects, start=1):
             arr = render_suspect(s, class_names, palette, ignore_index)
             client.log_image(run_id, arr, artifact_file=f"{prefix}rank{r:02d}_idx{s.index}.png")
-        if suspects:
-            client.log_dict(run_id, {"suspects": _records(suspects)}, f"{prefix}suspects.json")
+        client.log_dict(run_id, {"suspects": _records(suspects)}, f"{prefix}suspects.json")
 
-    def log_table(self, key: str, columns: Sequence[str], rows: Rows, step: int) -> None:
+    def _log_table(self, key: str, columns: list[str], data: list[list[Any]], step: int) -> None:
         """Log the table column-wise with ``MlflowClient.log_table``."""
-        _check(step)
-        data = _table(columns, rows)
         table = {c: [row[i] for row in data] for i, c in enumerate(columns)}
         name = f"{_safe_key(key)}_step{step:06d}_table.json"
         try:
@@ -71,9 +64,8 @@ class MLFlowAdapter(LoggerAdapter):
         except ImportError:  # MlflowClient.log_table needs pandas
             self.logger.experiment.log_dict(self.logger.run_id, table, name)
 
-    def log_figure(self, key: str, figure: Any, step: int) -> None:
+    def _log_figure(self, key: str, figure: Any, step: int) -> None:
         """Log the figure with ``MlflowClient.log_figure``."""
-        _check(step)
         name = f"{_safe_key(key)}_step{step:06d}.png"
         self.logger.experiment.log_figure(self.logger.run_id, figure, name)
 

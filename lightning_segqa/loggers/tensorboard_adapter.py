@@ -8,7 +8,7 @@ from typing import Any
 from torch import Tensor
 
 from lightning_segqa import visuals as _v
-from lightning_segqa.loggers.base import LoggerAdapter, Names, Rows, _check, _table
+from lightning_segqa.loggers.base import LoggerAdapter, Names, Rows
 from lightning_segqa.visuals import SuspectImage, figure_to_array, render_suspect
 
 
@@ -38,17 +38,16 @@ class TensorBoardAdapter(LoggerAdapter):
 
     """
 
-    def log_suspects(
+    def _log_suspects(
         self,
         key: str,
-        suspects: Sequence[SuspectImage],
+        suspects: list[SuspectImage],
         step: int,
         class_names: Names,
         palette: Tensor | None,
         ignore_index: int | None,
     ) -> None:
         """Add one rendered image per suspect and one Markdown list of captions."""
-        _check(step, suspects)
         writer, lines = self.logger.experiment, []
         for r, s in enumerate(suspects, start=1):
             arr = render_suspect(s, class_names, palette, ignore_index)
@@ -58,14 +57,12 @@ class TensorBoardAdapter(LoggerAdapter):
             writer.add_text(f"{key}/captions", "\n".join(lines), step)
         writer.flush()
 
-    def log_table(self, key: str, columns: Sequence[str], rows: Rows, step: int) -> None:
+    def _log_table(self, key: str, columns: list[str], data: list[list[Any]], step: int) -> None:
         """Add the table as Markdown text."""
-        _check(step)
-        self.logger.experiment.add_text(key, _markdown(columns, _table(columns, rows)), step)
+        self.logger.experiment.add_text(key, _markdown(columns, data), step)
         self.logger.experiment.flush()
 
-    def log_figure(self, key: str, figure: Any, step: int) -> None:
+    def _log_figure(self, key: str, figure: Any, step: int) -> None:
         """Add the figure as an image."""
-        _check(step)
         self.logger.experiment.add_image(key, figure_to_array(figure), step, dataformats="HWC")
         self.logger.experiment.flush()

@@ -10,7 +10,7 @@ import numpy as np
 from torch import Tensor
 
 from lightning_segqa import visuals as _v
-from lightning_segqa.loggers.base import LoggerAdapter, Names, Rows, _check, _table, _warn_once
+from lightning_segqa.loggers.base import LoggerAdapter, Names, _warn_once
 from lightning_segqa.visuals import SuspectImage, figure_to_array, render_suspect
 
 
@@ -49,19 +49,16 @@ class WandbAdapter(LoggerAdapter):
 
     """
 
-    def log_suspects(
+    def _log_suspects(
         self,
         key: str,
-        suspects: Sequence[SuspectImage],
+        suspects: list[SuspectImage],
         step: int,
         class_names: Names,
         palette: Tensor | None,
         ignore_index: int | None,
     ) -> None:
         """Log the mask overlays and the rendered panels (two image lists)."""
-        _check(step, suspects)
-        if not suspects:
-            return
         bases = [_v._image_hwc(s.image) if s.image is not None else _v.score_heat_map(s.pixel_scores) for s in suspects]
         masks = [_wandb_masks(s, class_names, ignore_index) for s in suspects]
         if any(m is None for m in masks):
@@ -77,14 +74,12 @@ class WandbAdapter(LoggerAdapter):
         self.logger.log_image(key=f"{key}/masks", images=bases, step=step, caption=captions, masks=masks)
         self.logger.log_image(key=f"{key}/panels", images=panels, step=step, caption=captions)
 
-    def log_table(self, key: str, columns: Sequence[str], rows: Rows, step: int) -> None:
+    def _log_table(self, key: str, columns: list[str], data: list[list[Any]], step: int) -> None:
         """Log a ``wandb.Table``."""
-        _check(step)
-        self.logger.log_table(key=key, columns=list(columns), data=_table(columns, rows), step=step)
+        self.logger.log_table(key=key, columns=columns, data=data, step=step)
 
-    def log_figure(self, key: str, figure: Any, step: int) -> None:
+    def _log_figure(self, key: str, figure: Any, step: int) -> None:
         """Log the figure as a ``wandb.Image``."""
-        _check(step)
         self.logger.log_image(key=key, images=[figure_to_array(figure)], step=step)
 
     def _output_dir(self) -> Path:
