@@ -72,7 +72,7 @@ def audit_shares(data: Path, audit: Path) -> None:
     splits = json.loads((audit / "splits.json").read_text())["folds"]
     dataset = FolderSegmentationDataset(data / "val" / "images", data / "val" / "masks", K, size=(96, 128))
     metric = LabelQuality(K, methods=["softmin"])
-    metric.keep_last_batch = metric.track_class_confidence = True
+    metric.track_class_confidence = True
     heap = SuspectHeap(len(dataset))
     for fold, held in enumerate(splits):
         model = SegmentationModule.load_from_checkpoint(audit / f"fold_{fold}" / "checkpoints" / "last.ckpt")
@@ -84,9 +84,8 @@ def audit_shares(data: Path, audit: Path) -> None:
             indexes = torch.stack([it["index"] for it in items])
             with torch.no_grad():
                 logits = model(images)
-            metric.update(logits, masks, indexes=indexes)
-            prepared, scores = metric.last_batch
-            heap.push(scores["score_softmin"], indexes, prepared)
+            batch = metric(logits, masks, indexes=indexes)
+            heap.push(batch.scores["softmin"], indexes, batch.inputs)
     report = metric.compute()
     entries = heap.entries(class_thresholds=report.details["class_confidence"])  # worst first
     marked = np.array([float(e.issue_mask.float().mean()) for e in entries])
@@ -123,13 +122,12 @@ def main() -> None:
         given, is_bad = inject_label_errors(true, kind, args.fraction, args.seed, UNLABELLED)
         probs = stand_in_probs(true, args.seed)
         metric = LabelQuality(K, methods=["softmin"])
-        metric.keep_last_batch = metric.track_class_confidence = True
+        metric.track_class_confidence = True
         heap = SuspectHeap(n)
         for start in range(0, n, 16):
             sl = slice(start, start + 16)
-            metric.update(probs[sl], given[sl], indexes=torch.arange(n)[sl])
-            prepared, scores = metric.last_batch
-            heap.push(scores["score_softmin"], torch.arange(n)[sl], prepared)
+            batch = metric(probs[sl], given[sl], indexes=torch.arange(n)[sl])
+            heap.push(batch.scores["softmin"], torch.arange(n)[sl], batch.inputs)
         report = metric.compute()
         entries = heap.entries(class_thresholds=report.details["class_confidence"])
         hits = changed = marked = 0

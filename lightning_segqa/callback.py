@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Callable, Mapping, Sequence
+import copy
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +16,12 @@ from lightning_segqa.agreement import warn_if_weak_model
 from lightning_segqa.gate import ON_FAIL, GateDecision, LabelQualityError, check_gate_args, evaluate_gate
 from lightning_segqa.loggers.steps import scalar_step
 from lightning_segqa.metric import LOCAL_METHODS, LabelQuality
+from lightning_segqa.monitor_metric import configured_metric
+from lightning_segqa.monitor_publish import publish_report, scalar_values, suspect_entries
+from lightning_segqa.monitor_state import export_state, merge_exported
 from lightning_segqa.outputs import OutputReader
-from lightning_segqa.publishing import queue_report_files, report_rows, run_dir_of, table_columns
+from lightning_segqa.publishing import run_dir_of
 from lightning_segqa.report import (
-    DETECTION_METRICS,
     LabelQualityReport,
     wait_for_writes,
 )
@@ -46,8 +48,14 @@ class LabelQualityMonitor(Callback):
     Predictions must be out of sample (see :func:`~lightning_segqa.cross_validate`) for the
     scores to mean "mislabeled".
 
+    Configure the scoring either with the arguments below (``num_classes``, ``methods``,
+    ``temperature``, ``ignore_index``, ``downsample``, ``input_format``, ``validate_args``,
+    ``compile``) or by passing ``metric=LabelQuality(...)``; the monitor then scores with that
+    metric (it resets it each scored epoch) and those arguments stay at their defaults. Under
+    ``Trainer(fast_dev_run=...)`` the monitor does nothing (no scores, logs, files or gate).
+
     Args:
-        num_classes: number of classes.
+        num_classes: number of classes (not needed with ``metric=``).
         methods: scores to compute. Default ``("softmin",)``, the paper's method, which keeps the
             callback under 5 % of a validation epoch; pass :data:`~lightning_segqa.METHODS` for
             all seven (about 30 % with a light model: see ``docs/performance.md``).
@@ -85,16 +93,20 @@ class LabelQualityMonitor(Callback):
             in tables, captions, the report files and the gate's message (None: no names).
         start_epoch: first epoch (0-based) at which the gate decides during ``fit``; earlier
             epochs are scored and logged but never gated (the model is still untrained).
+        metric: a configured :class:`~lightning_segqa.LabelQuality` to score with, instead of the
+            scoring arguments above.
 
     Examples:
         >>> monitor = LabelQualityMonitor(num_classes=12, top_k=8, ignore_index=255)
         >>> monitor.state_key
         "LabelQualityMonitor{'rank_by': 'softmin', 'prefix': 'segqa'}"
+        >>> LabelQualityMonitor(metric=LabelQuality(12, methods=["softmin", "iou"], ignore_index=255)).ignore_index
+        255
     """
 
     def __init__(
         self,
-        num_classes: int,
+        num_classes: int | None = None,
         methods: Sequence[str] = ("softmin",),
         rank_by: str = "softmin",
         suspect_threshold: float | None = None,
@@ -121,19 +133,21 @@ class LabelQualityMonitor(Callback):
         compile: bool | None = None,
         name_key: str | None = "name",
         start_epoch: int = 0,
+        metric: LabelQuality | None = None,
     ) -> None:
         super().__init__()
-        self._metric_args = {
-            "num_classes": num_classes,
-            "methods": methods,
-            "temperature": temperature,
-            "ignore_index": ignore_index,
-            "input_format": input_format,
-            "downsample": downsample,
-            "validate_args": validate_args,
-            "compile": compile,
-        }
-        self.metric = LabelQuality(**self._metric_args)
+        self.metric = configured_metric(
+            metric,
+            num_classes,
+            methods=methods,
+            temperature=temperature,
+            ignore_index=ignore_index,
+            input_format=input_format,
+            downsample=downsample,
+            validate_args=validate_args,
+            compile=compile,
+        )
+        num_classes = self.metric.num_classes
         if rank_by not in self.metric.methods:
             raise ValueError(f"`rank_by` must be one of the computed methods {self.metric.methods}, got {rank_by!r}.")
         check_gate_args(rank_by, suspect_threshold, 0.0 if max_suspect_fraction is None else max_suspect_fraction)
@@ -148,11 +162,11 @@ class LabelQualityMonitor(Callback):
         if isinstance(start_epoch, bool) or not isinstance(start_epoch, int) or start_epoch < 0:
             raise ValueError(f"`start_epoch` must be a non-negative int, got {start_epoch!r}.")
         self.num_classes = num_classes
-        self.input_format = input_format
+        self.input_format = self.metric.input_format
         self.rank_by = rank_by
         self.suspect_threshold = None if suspect_threshold is None else float(suspect_threshold)
         self.top_k = top_k
-        self.ignore_index = ignore_index
+        self.ignore_index = self.metric.ignore_index
         self.keys = {
             "preds": preds_key,
             "target": target_key,
@@ -174,7 +188,7 @@ class LabelQualityMonitor(Callback):
         # the heap ranks by a per-image score: rank_by when it is one, else softmin/first local
         per_image = [m for m in self.metric.methods if m in (*LOCAL_METHODS, "connected_components")]
         self.heap_method = rank_by if rank_by in per_image else (per_image[0] if per_image else None)
-        self.heap = SuspectHeap(top_k if self.heap_method else 0, downsample=downsample)
+        self.heap = SuspectHeap(top_k if self.heap_method else 0, downsample=self.metric.downsample)
         self.draw_pictures = draw_pictures
         self.report: LabelQualityReport | None = None
         #: one report per validation dataloader (``dataloader_idx`` -> report) of the last scored epoch
@@ -204,29 +218,31 @@ class LabelQualityMonitor(Callback):
         try:
             wait_for_writes()
         except OSError as err:  # do not hide the exception that is already on its way
-            warnings.warn(f"LabelQualityMonitor: {err}", UserWarning, stacklevel=2)
+            rank_zero_warn(f"LabelQualityMonitor: the report files could not be written: {err}", category=UserWarning)
 
     def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        """Start afresh (nothing is scored during the sanity check or skipped epochs)."""
+        """Start afresh (nothing is scored during the sanity check, ``fast_dev_run`` or skipped epochs)."""
         self.metric.to(pl_module.device)
         self.metric.reset()
         self.heap.clear()
         self._others = {}
         self._prepare(self.metric)
-        self._active = not trainer.sanity_checking and (
-            trainer.state.fn != "fit" or (trainer.current_epoch + 1) % self.every_n_epochs == 0
+        self._active = (
+            not trainer.sanity_checking
+            and not trainer.fast_dev_run
+            and (trainer.state.fn != "fit" or (trainer.current_epoch + 1) % self.every_n_epochs == 0)
         )
 
     def _prepare(self, metric: LabelQuality) -> None:
-        metric.keep_last_batch = self.draw_pictures and self.heap.k > 0
-        metric.track_class_confidence = metric.keep_last_batch  # thresholds that mark wrong pixels
+        metric.track_class_confidence = self.draw_pictures and self.heap.k > 0  # thresholds that mark wrong pixels
 
     def _scorer(self, dataloader_idx: int, device: torch.device) -> tuple[LabelQuality, SuspectHeap]:
         """The metric and heap of one validation dataloader (made on first use for loaders after the first)."""
         if dataloader_idx == 0:
             return self.metric, self.heap
         if dataloader_idx not in self._others:
-            metric = LabelQuality(**self._metric_args).to(device)
+            metric = copy.deepcopy(self.metric).to(device)
+            metric.reset()
             self._prepare(metric)
             self._others[dataloader_idx] = (metric, SuspectHeap(self.heap.k, downsample=self.heap.downsample))
         return self._others[dataloader_idx]
@@ -248,19 +264,17 @@ class LabelQualityMonitor(Callback):
         if self.input_format == "auto":  # an output named "logits" or "probs" says what it holds
             metric.input_format = self.reader.format_for(got["preds_key"], got["preds"])
         names = got.get("names")
-        metric.update(got["preds"], got["target"], got["index"], got.get("is_mislabeled"), names=names)
-        if heap.k and metric.last_batch is not None:
-            prepared, scores = metric.last_batch
-            metric.last_batch = None
-            if prepared.target.ndim == 3:  # pictures for 2-D images only
-                heap.push(
-                    scores[f"score_{self.heap_method}"],
-                    got["index"],
-                    prepared,
-                    images=got.get("image"),
-                    is_mislabeled=got.get("is_mislabeled"),
-                    names=names,
-                )
+        batch = metric(got["preds"], got["target"], got["index"], got.get("is_mislabeled"), names=names)
+        drawn = heap.k and self.draw_pictures and len(batch) and batch.inputs is not None
+        if drawn and batch.inputs.target.ndim == 3:  # pictures for 2-D images only
+            heap.push(
+                batch.scores[self.heap_method],
+                got["index"],
+                batch.inputs,
+                images=got.get("image"),
+                is_mislabeled=got.get("is_mislabeled"),
+                names=names,
+            )
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Compute one report per dataloader, log and write them, and apply the gate."""
@@ -285,34 +299,13 @@ class LabelQualityMonitor(Callback):
 
     # ------------------------------------------------------------------ pieces
     def _log_scalars(self, pl_module: LightningModule, report: LabelQualityReport, prefix: str) -> None:
-        from lightning_segqa.gate import suspect_fraction
-
-        values = {f"{prefix}/suspect_fraction": suspect_fraction(report, self.rank_by, self.suspect_threshold)}
-        if report.is_mislabeled is not None:
-            for method, metrics in report.detection().items():
-                for name in DETECTION_METRICS:
-                    values[f"{prefix}/{name}_{method}"] = metrics[name]
-        for name, value in values.items():
+        for name, value in scalar_values(self, report, prefix).items():
             # every rank holds the same value (computed from gathered states): "max" keeps it as it is
-            pl_module.log(name, float(value), on_epoch=True, sync_dist=True, reduce_fx="max", rank_zero_only=False)
+            pl_module.log(name, value, on_epoch=True, sync_dist=True, reduce_fx="max", rank_zero_only=False)
 
     def suspect_images(self, report: LabelQualityReport, heap: SuspectHeap | None = None) -> list:
         """The drawn suspects of ``heap`` (default: the first dataloader's), with the report's scores and names."""
-        heap = self.heap if heap is None else heap
-        scores = report.scores.get(self.heap_method or "", None)
-        by_index = {} if scores is None else dict(zip(report.indexes.tolist(), scores.tolist(), strict=True))
-        entries = heap.entries(
-            self.heap_method or self.rank_by,
-            report.details.get("cl_cutoff"),
-            self.ignore_index,
-            by_index,
-            class_thresholds=report.details.get("class_confidence"),
-        )
-        if report.names is not None:
-            for entry in entries:
-                if getattr(entry, "name", None) is None and entry.index in by_index:
-                    entry.name = report.name_of(entry.index)
-        return entries
+        return suspect_entries(self, report, self.heap if heap is None else heap)
 
     @rank_zero_only
     def publish(
@@ -324,29 +317,18 @@ class LabelQualityMonitor(Callback):
         :meth:`resolve_report_dir`, then attached to W&B/MLflow runs;
         :meth:`teardown` or :func:`~lightning_segqa.report.wait_for_writes` waits for them.
         """
-        from lightning_segqa.loggers import adapters_for
+        publish_report(self, report, trainer.loggers, self.resolve_report_dir(trainer), step, tag, heap)
 
-        key = f"{self.log_prefix}{tag}"
-        adapters = adapters_for(trainer.loggers)
-        suspects = self.suspect_images(report, heap) if self.draw_pictures and adapters else []
-        rows = report_rows(report, self.rank_by, self.top_k or 10) if adapters else []
-        columns = table_columns(report)
-        figure = None
-        truth = report.is_mislabeled
-        if truth is not None and 0 < int(truth.sum()) < truth.numel():
-            from lightning_segqa.visuals import plot_detection_curves
+    @rank_zero_only
+    def publish_to(
+        self, loggers: Sequence[Any], report: LabelQualityReport, report_dir: str | Path
+    ) -> list[Path] | None:
+        """Publish ``report`` (e.g. merged from :meth:`merge_exported`) to ``loggers`` and ``report_dir``, no Trainer.
 
-            figure = plot_detection_curves(report.scores, report.is_mislabeled)
-        for adapter in adapters:
-            if suspects:
-                adapter.log_suspects(
-                    f"{key}/suspects", suspects, step, self.class_names, self.palette, self.ignore_index
-                )
-            adapter.log_table(f"{key}/ranking", columns, rows, step)
-            if figure is not None:
-                adapter.log_figure(f"{key}/detection_curves", figure, step)
-        # files go through a writer thread: the loop never waits on the disk (see `teardown`)
-        queue_report_files(report, self.resolve_report_dir(trainer), tag, self.rank_by, figure, adapters)
+        As :meth:`publish` at step 0 (rank zero only; other ranks get None);
+        :func:`~lightning_segqa.report.wait_for_writes` waits for the files.
+        """
+        return publish_report(self, report, loggers, report_dir)
 
     def resolve_report_dir(self, trainer: Trainer) -> Path:
         """Where the report files go: ``report_dir``, else the first logger's run folder, else ``default_root_dir``.
@@ -380,6 +362,18 @@ class LabelQualityMonitor(Callback):
         if self.on_fail == "stop":
             trainer.should_stop = True
         rank_zero_warn(message or self.decision.message, category=UserWarning)
+
+    # ------------------------------------------------------------------ export
+    def export_state(self) -> dict[str, Any]:
+        """The last scored epoch's states and suspects (:func:`~lightning_segqa.monitor_state.export_state`)."""
+        return export_state(self)
+
+    def merge_exported(self, exported: Iterable[Mapping[str, Any]]) -> LabelQualityReport:
+        """Merge :meth:`export_state` results (e.g. every fold's) here; sets and returns :attr:`report`.
+
+        See :func:`~lightning_segqa.monitor_state.merge_exported`; :meth:`publish_to` then logs and writes it.
+        """
+        return merge_exported(self, exported)
 
     # ------------------------------------------------------------------ checkpointing
     def state_dict(self) -> dict[str, Any]:

@@ -9,20 +9,17 @@ from typing import Any
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.utilities import rank_zero_warn
 from torchmetrics.utilities.data import dim_zero_cat
+from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
 from lightning_segqa.agreement import DETAILS_KEY as _AGREEMENT_KEY
 from lightning_segqa.agreement import agreement_stats, pixel_agreement
+from lightning_segqa.batch_scores import BatchScores
+from lightning_segqa.confident_merge import CL_STATES, confident_score
 from lightning_segqa.functional._inputs import PreparedInputs, check_format, prepare_inputs
 from lightning_segqa.functional.class_confidence import class_confidence_sums, class_thresholds
 from lightning_segqa.functional.coco import coco_from_prepared
-from lightning_segqa.functional.confident import (
-    checked_pixel_pass,
-    confident_cutoff,
-    confident_stats,
-    issue_counts_per_image,
-)
+from lightning_segqa.functional.confident import checked_pixel_pass, confident_stats
 from lightning_segqa.functional.fused import check_compile
 from lightning_segqa.functional.local import LOCAL_METHODS, checked_local_scores, local_scores
 from lightning_segqa.functional.pixel import PixelPass, pixel_pass
@@ -33,18 +30,9 @@ from lightning_segqa.functional.thresholded import (
     tccp_from_counts,
     threshold_grid,
 )
+from lightning_segqa.image_ids import decode_names, encode_names, mask_fingerprint, warn_conflicting_repeats
+from lightning_segqa.log_guard import refuse_lightning_logging
 from lightning_segqa.report import METHODS, LabelQualityReport
-
-_CL_STATES = (
-    "cl_sums",
-    "cl_counts",
-    "cl_mis_counts",
-    "cl_mis_s",
-    "cl_mis_pmax",
-    "cl_low_counts",
-    "cl_low_s",
-    "cl_valid",
-)
 
 
 class LabelQuality(Metric):
@@ -139,10 +127,6 @@ class LabelQuality(Metric):
         self.compiled_kernels = compile  # not `self.compile`: that is nn.Module.compile
         self.register_buffer("grid", threshold_grid(thresholds), persistent=False)
         self._uniform_grid = thresholds if isinstance(thresholds, int) else None
-        #: when True, ``last_batch`` holds the latest prepared inputs and per-image scores
-        #: (used by the callback to draw suspects without a second pass over the batch)
-        self.keep_last_batch = False
-        self.last_batch: tuple[Any, dict[str, Tensor]] | None = None
         #: when True, ``update`` also sums each class's self-confidence per image (``2 K`` numbers)
         #: and ``compute`` reports ``details["class_confidence"]``: the per-class thresholds that
         #: mark confidently mispredicted pixels in the suspect pictures (the callback sets it)
@@ -164,8 +148,18 @@ class LabelQuality(Metric):
         for name in ("conf_sums", "conf_counts"):  # filled only while `track_class_confidence`
             self.add_state(name, default=[], dist_reduce_fx="cat")
         if "confident_learning_counts" in methods:
-            for name in _CL_STATES:
+            for name in CL_STATES:
                 self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    @property
+    def _forward_cache(self) -> Any:
+        """The last ``forward``'s per-image scores; reading it is how ``self.log(name, metric)`` starts."""
+        refuse_lightning_logging()
+        return self.__dict__.get("_last_forward")
+
+    @_forward_cache.setter
+    def _forward_cache(self, value: Any) -> None:
+        self.__dict__["_last_forward"] = value
 
     def _check_indexes(self, indexes: Tensor, batch: int, name: str = "indexes") -> Tensor:
         if indexes is None:
@@ -198,14 +192,66 @@ class LabelQuality(Metric):
             is_mislabeled: optional ``(B,)`` bool ground truth, for detection metrics.
             names: optional ``B`` image names (e.g. file stems), carried into the report.
         """
+        self._score_batch(preds, target, indexes, is_mislabeled, names)
+
+    def forward(
+        self,
+        preds: Tensor,
+        target: Tensor,
+        indexes: Tensor,
+        is_mislabeled: Tensor | None = None,
+        names: Sequence[str] | None = None,
+    ) -> BatchScores:
+        """Score one batch, add it to the states (as :meth:`update`) and return its per-image scores.
+
+        One pass over the batch: unlike torchmetrics' default ``forward``, nothing is computed
+        twice and no report is built. The arguments are those of :meth:`update`.
+
+        Returns:
+            The batch's :class:`~lightning_segqa.batch_scores.BatchScores`: its indexes, the
+            per-image scores (every computed method except ``thresholded_ccp`` and
+            ``confident_learning_counts``, which need the whole dataset) and the checked inputs.
+
+        Examples:
+            >>> import torch
+            >>> metric = LabelQuality(num_classes=3, methods=["softmin", "iou"])
+            >>> logits = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+            >>> batch = metric(logits, logits.argmax(1), indexes=torch.tensor([10, 11]))
+            >>> sorted(batch.scores), batch.scores["iou"].tolist()
+            (['iou', 'softmin'], [1.0, 1.0])
+            >>> metric.compute().indexes.tolist()  # the batch is in the states too
+            [10, 11]
+        """
+        if self._is_synced:
+            raise TorchMetricsUserError(
+                "`LabelQuality` is synced: call `unsync()` before scoring another batch with `forward`."
+            )
+        with torch.set_grad_enabled(False):
+            batch = self._score_batch(preds, target, indexes, is_mislabeled, names)
+        self._computed = None  # as the wrapped `update`: a later `compute` sees the new batch
+        self._update_count += 1
+        if self.compute_on_cpu:
+            self._move_list_states_to_cpu()
+        self._forward_cache = dict(batch.scores)  # what Lightning reads when the metric is logged per step
+        return batch
+
+    def _score_batch(
+        self,
+        preds: Tensor,
+        target: Tensor,
+        indexes: Tensor,
+        is_mislabeled: Tensor | None,
+        names: Sequence[str] | None,
+    ) -> BatchScores:
+        """Score one batch and append it to the states; the states stay untouched when it raises."""
         # softmin and CIL read only s: logits need no separate scan, a NaN score reveals bad values
         s_only = self.input_format == "logits" and set(self.methods) <= {"softmin", "confidence_in_label"}
         prepared, first, scores = self._first_pass(preds, target, scan_logits=not s_only)
         b = preds.shape[0]
         idx = self._check_indexes(indexes, b)
-        name_bytes = _encode_names(names, b, self.device)
+        name_bytes = encode_names(names, b, self.device)
         if b == 0:  # e.g. an uneven split across processes: nothing to add
-            return
+            return BatchScores(idx, {m: v.float() for m, v in scores.items()}, prepared)
         if is_mislabeled is None:
             truth = torch.full((b,), float("nan"), device=self.device)
         else:
@@ -214,7 +260,7 @@ class LabelQuality(Metric):
                 raise ValueError(f"`is_mislabeled` must have shape ({b},), got {tuple(truth_t.shape)}.")
             truth = truth_t.to(device=self.device, dtype=torch.float32)
         new: dict[str, Tensor] = {"indexes": idx, "is_mislabeled": truth, "names": name_bytes}
-        new["mask_fingerprint"] = _mask_fingerprint(torch.as_tensor(target)).to(self.device)
+        new["mask_fingerprint"] = mask_fingerprint(torch.as_tensor(target)).to(self.device)
         if prepared.all_valid:
             new["num_valid"] = torch.full((b,), float(prepared.valid[0].numel()), device=self.device)
         else:
@@ -249,8 +295,7 @@ class LabelQuality(Metric):
         # all work is done: only now touch the states, so a failed update changes nothing
         for name, value in new.items():
             getattr(self, name).append(value)
-        if self.keep_last_batch:
-            self.last_batch = (prepared, {m: v for m, v in new.items() if m.startswith("score_")})
+        return BatchScores(idx, {m[6:]: v for m, v in new.items() if m.startswith("score_")}, prepared)
 
     def _first_pass(
         self, preds: Tensor, target: Tensor, scan_logits: bool
@@ -283,7 +328,12 @@ class LabelQuality(Metric):
         return prepare_inputs(preds, target, compile=compile, **checks), None, {}
 
     def compute(self) -> LabelQualityReport:
-        """Merge everything seen so far into a report (repeated indexes kept once, ordered by index)."""
+        """Merge everything seen so far into a report (repeated indexes kept once, ordered by index).
+
+        The report is not a number: ``self.log("name", metric)`` raises a ``TypeError`` that says
+        which scalars to log instead (see ``docs/metric.md``).
+        """
+        refuse_lightning_logging()
         if isinstance(self.indexes, list) and not self.indexes:
             raise ValueError("`LabelQuality.compute()` was called before any `update()`.")
         idx = dim_zero_cat(self.indexes)
@@ -309,12 +359,12 @@ class LabelQuality(Metric):
                 scores[m] = tccp.to(idx.device)[torch.argsort(idx[keep_mask])]
                 details["tccp_thresholds"] = self.grid[best].tolist()
             elif m == "confident_learning_counts":
-                scores[m], cl_details = self._compute_cl(n, keep_mask, idx)
+                scores[m], cl_details = confident_score(self, n, keep_mask, idx)
                 details.update(cl_details)
             else:
                 scores[m] = dim_zero_cat(getattr(self, f"score_{m}"))[keep]
-        _warn_conflicting_repeats(dim_zero_cat(self.mask_fingerprint)[perm], first)
-        names = _decode_names(dim_zero_cat(self.names), n, keep)
+        warn_conflicting_repeats(dim_zero_cat(self.mask_fingerprint)[perm], first)
+        names = decode_names(dim_zero_cat(self.names), n, keep)
         if isinstance(self.conf_sums, Tensor) or self.conf_sums:  # every image tracked: thresholds
             conf_sums, conf_counts = dim_zero_cat(self.conf_sums), dim_zero_cat(self.conf_counts)
             if conf_sums.numel() == n * self.num_classes:
@@ -377,29 +427,6 @@ class LabelQuality(Metric):
         self._update_count += 1  # loaded states count as an update: compute() has something to merge
         self._computed = None
 
-    def _compute_cl(self, n: int, keep_mask: Tensor, idx: Tensor) -> tuple[Tensor, dict[str, Any]]:
-        k = self.num_classes
-        mis_counts = dim_zero_cat(self.cl_mis_counts).view(n, k)
-        low_counts = dim_zero_cat(self.cl_low_counts)
-        mis_s, mis_pmax, low_s = (dim_zero_cat(getattr(self, a)) for a in ("cl_mis_s", "cl_mis_pmax", "cl_low_s"))
-        img_of_mis = torch.repeat_interleave(torch.arange(n, device=idx.device), mis_counts.sum(-1).long())
-        img_of_low = torch.repeat_interleave(torch.arange(n, device=idx.device), low_counts.long())
-        mis_keep, low_keep = keep_mask[img_of_mis], keep_mask[img_of_low]
-        sums = dim_zero_cat(self.cl_sums).view(n, k)[keep_mask]
-        counts = dim_zero_cat(self.cl_counts).view(n, k)[keep_mask]
-        kept_mis_counts = mis_counts[keep_mask]
-        thresholds, num_issues, cutoff = confident_cutoff(
-            sums, counts, kept_mis_counts, mis_s[mis_keep], mis_pmax[mis_keep], low_s[low_keep]
-        )
-        flagged = issue_counts_per_image(kept_mis_counts, mis_s[mis_keep], cutoff)
-        valid = dim_zero_cat(self.cl_valid)[keep_mask]
-        score = (1 - flagged.double() / valid.double())[torch.argsort(idx[keep_mask])]
-        return score, {
-            "cl_cutoff": float(cutoff),
-            "cl_num_issues": int(num_issues),
-            "cl_thresholds": thresholds.tolist(),
-        }
-
 
 def _check_finite_scores(new: dict[str, Tensor], method: str) -> None:
     """Raise if an image with valid pixels scored NaN: its logits held NaN or +inf."""
@@ -407,49 +434,4 @@ def _check_finite_scores(new: dict[str, Tensor], method: str) -> None:
     if bool(bad.any()):
         raise ValueError(
             f"`preds` contains NaN or infinite values (images at batch positions {bad.nonzero().flatten().tolist()})."
-        )
-
-
-def _encode_names(names: Sequence[str] | None, batch: int, device: torch.device) -> Tensor:
-    """``batch`` NUL-terminated UTF-8 names as one uint8 tensor (``batch`` zeros without names)."""
-    if names is None:
-        return torch.zeros(batch, dtype=torch.uint8, device=device)
-    if isinstance(names, str) or not isinstance(names, Sequence) or len(names) != batch:
-        raise ValueError(f"`names` must be a sequence of {batch} strings (one per image), got {names!r:.80}.")
-    text = [str(v) for v in names]
-    if any("\0" in v for v in text):
-        raise ValueError("`names` must not contain NUL characters.")
-    blob = "".join(v + "\0" for v in text).encode("utf-8")
-    return torch.frombuffer(bytearray(blob), dtype=torch.uint8).to(device)
-
-
-def _decode_names(blob: Tensor, n: int, keep: Tensor) -> list[str] | None:
-    """The names at positions ``keep`` of ``n`` encoded names; None when no image has a name."""
-    if blob.numel() == n:  # only empty names (or none at all)
-        return None
-    parts = bytes(blob.cpu().tolist()).split(b"\0")
-    if len(parts) != n + 1:
-        raise RuntimeError(f"Corrupt `names` state: {len(parts) - 1} names for {n} images.")
-    return [parts[p].decode("utf-8", errors="replace") for p in keep.tolist()]
-
-
-def _mask_fingerprint(target: Tensor) -> Tensor:
-    """A cheap int64 hash of each given mask (position-weighted sum of class ids), to spot repeats that differ."""
-    flat = target.reshape(target.shape[0], -1).long()
-    pos = torch.arange(flat.shape[1], device=flat.device, dtype=torch.long)
-    weights = (pos * 2654435761 + 97) % 1000003 + 1
-    return ((flat + 1) * weights).sum(1)
-
-
-def _warn_conflicting_repeats(fingerprints_by_index: Tensor, first: Tensor) -> None:
-    """Warn once when an index repeats with a mask that differs from the kept (first) one."""
-    group = torch.cumsum(first.long(), 0) - 1
-    differ = fingerprints_by_index != fingerprints_by_index[first][group]
-    count = int(torch.unique(group[differ]).numel())
-    if count:
-        rank_zero_warn(
-            f"{count} dataset index(es) were given more than once with different masks; each kept its first "
-            "mask's scores. Repeats are normal (a DistributedSampler pads with repeats), different masks "
-            "are not: give every image its own index (e.g. its position in the dataset).",
-            UserWarning,
         )

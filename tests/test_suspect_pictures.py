@@ -148,11 +148,10 @@ def relabelled():
     region[0] = true[0] == CAR
     given_mask[0][region[0]] = ROAD
     metric = LabelQuality(K, methods=["softmin"])
-    metric.keep_last_batch = metric.track_class_confidence = True
-    metric.update(probs, given_mask, indexes=torch.arange(6))
-    prepared, scores = metric.last_batch
+    metric.track_class_confidence = True
+    batch = metric(probs, given_mask, indexes=torch.arange(6))
     heap = SuspectHeap(6)
-    heap.push(scores["score_softmin"], torch.arange(6), prepared, images=images)
+    heap.push(batch.scores["softmin"], torch.arange(6), batch.inputs, images=images)
     report = metric.compute()
     entries = heap.entries(class_thresholds=report.details["class_confidence"])
     return {e.index: e for e in entries}, region

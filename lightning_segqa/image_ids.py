@@ -1,0 +1,90 @@
+"""What identifies each scored image besides its index: its name and a fingerprint of its given mask."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torchmetrics.utilities import rank_zero_warn
+
+__all__ = ["decode_names", "encode_names", "mask_fingerprint", "warn_conflicting_repeats"]
+
+
+def encode_names(names: Sequence[str] | None, batch: int, device: torch.device) -> Tensor:
+    """``batch`` NUL-terminated UTF-8 names as one uint8 tensor (``batch`` zeros without names).
+
+    Raises:
+        ValueError: ``names`` is not ``batch`` strings, or a name holds a NUL character.
+
+    Examples:
+        >>> encode_names(["a", "bc"], 2, torch.device("cpu")).tolist()
+        [97, 0, 98, 99, 0]
+        >>> encode_names(None, 2, torch.device("cpu")).tolist()
+        [0, 0]
+    """
+    if names is None:
+        return torch.zeros(batch, dtype=torch.uint8, device=device)
+    if isinstance(names, str) or not isinstance(names, Sequence) or len(names) != batch:
+        raise ValueError(f"`names` must be a sequence of {batch} strings (one per image), got {names!r:.80}.")
+    text = [str(v) for v in names]
+    if any("\0" in v for v in text):
+        raise ValueError("`names` must not contain NUL characters.")
+    blob = "".join(v + "\0" for v in text).encode("utf-8")
+    return torch.frombuffer(bytearray(blob), dtype=torch.uint8).to(device)
+
+
+def decode_names(blob: Tensor, n: int, keep: Tensor) -> list[str] | None:
+    """The names at positions ``keep`` of ``n`` names made by :func:`encode_names`; None when no image has one.
+
+    Raises:
+        RuntimeError: ``blob`` does not hold ``n`` names.
+
+    Examples:
+        >>> blob = encode_names(["a", "bc"], 2, torch.device("cpu"))
+        >>> decode_names(blob, 2, torch.tensor([1, 0]))
+        ['bc', 'a']
+    """
+    if blob.numel() == n:  # only empty names (or none at all)
+        return None
+    parts = bytes(blob.cpu().tolist()).split(b"\0")
+    if len(parts) != n + 1:
+        raise RuntimeError(f"Corrupt `names` state: {len(parts) - 1} names for {n} images.")
+    return [parts[p].decode("utf-8", errors="replace") for p in keep.tolist()]
+
+
+def mask_fingerprint(target: Tensor) -> Tensor:
+    """A cheap int64 hash of each given mask (position-weighted sum of class ids), to spot repeats that differ.
+
+    Examples:
+        >>> masks = torch.tensor([[[0, 1]], [[1, 0]], [[0, 1]]])
+        >>> fp = mask_fingerprint(masks)
+        >>> bool(fp[0] == fp[2]), bool(fp[0] == fp[1])
+        (True, False)
+    """
+    flat = target.reshape(target.shape[0], -1).long()
+    pos = torch.arange(flat.shape[1], device=flat.device, dtype=torch.long)
+    weights = (pos * 2654435761 + 97) % 1000003 + 1
+    return ((flat + 1) * weights).sum(1)
+
+
+def warn_conflicting_repeats(fingerprints_by_index: Tensor, first: Tensor) -> None:
+    """Warn once when an index repeats with a mask that differs from the kept (first) one.
+
+    Args:
+        fingerprints_by_index: mask fingerprints sorted by dataset index.
+        first: True at the first occurrence of each index in that order.
+
+    Examples:
+        >>> warn_conflicting_repeats(torch.tensor([5, 5, 7]), torch.tensor([True, False, True]))  # same mask: silent
+    """
+    group = torch.cumsum(first.long(), 0) - 1
+    differ = fingerprints_by_index != fingerprints_by_index[first][group]
+    count = int(torch.unique(group[differ]).numel())
+    if count:
+        rank_zero_warn(
+            f"{count} dataset index(es) were given more than once with different masks; each kept its first "
+            "mask's scores. Repeats are normal (a DistributedSampler pads with repeats), different masks "
+            "are not: give every image its own index (e.g. its position in the dataset).",
+            UserWarning,
+        )
