@@ -24,6 +24,7 @@ from lightning_segqa.data import FolderSegmentationDataset, TensorSegmentationDa
 from lightning_segqa.metric import LabelQuality
 from lightning_segqa.models import ARCHITECTURES, SegmentationModule
 from lightning_segqa.noise import ERROR_KINDS, PAPER_FRACTIONS, inject_label_errors
+from lightning_segqa.writing import atomic_write
 
 __all__ = [
     "CAMVID_NUM_CLASSES", "CAMVID_UNLABELED", "DEFAULT_LR", "PAPER_ROWS", "TABLES", "BenchmarkData", "BenchmarkResult",
@@ -253,7 +254,6 @@ def score_predictions(
     report = metric.compute()
     if curves_path is not None and 0 < int(report.is_mislabeled.sum()) < len(report):
         from lightning_segqa.loggers.base import png_bytes
-        from lightning_segqa.report import atomic_write
         from lightning_segqa.visuals import figure_to_array, plot_detection_curves
 
         figure = plot_detection_curves(report.scores, report.is_mislabeled)
@@ -367,8 +367,7 @@ def run_benchmark(
                 result.train_seconds[error][name] = float(entry["train_seconds"])
             echo(f"[{error}/{model}] softmin AUROC {det['softmin']['auroc']:.3f}, AUPRC {det['softmin']['auprc']:.3f}")
             if args.markdown:
-                Path(args.markdown).parent.mkdir(parents=True, exist_ok=True)
-                Path(args.markdown).write_text(result.tables(markdown=True) + "\n", "utf-8")
+                atomic_write(args.markdown, result.tables(markdown=True) + "\n")
     echo("")
     echo(result.tables())
     if args.markdown:
