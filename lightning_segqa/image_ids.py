@@ -3,12 +3,42 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics.utilities import rank_zero_warn
 
-__all__ = ["decode_names", "encode_names", "mask_fingerprint", "warn_conflicting_repeats"]
+__all__ = ["check_indexes", "decode_names", "encode_names", "mask_fingerprint", "warn_conflicting_repeats"]
+
+
+def check_indexes(indexes: Any, batch: int, device: torch.device, name: str = "indexes") -> Tensor:
+    """``indexes`` as a ``(batch,)`` int64 tensor on ``device``, after checking they are one integer per image.
+
+    Raises:
+        TypeError: ``indexes`` is None or not integers.
+        ValueError: not one index per image.
+
+    Examples:
+        >>> check_indexes([3, 1], 2, torch.device("cpu")).tolist()
+        [3, 1]
+        >>> check_indexes(torch.tensor([0.5]), 1, torch.device("cpu"))
+        Traceback (most recent call last):
+        ...
+        TypeError: `indexes` must hold integer dataset indexes, got dtype torch.float32.
+    """
+    if indexes is None:
+        raise TypeError(
+            f"`{name}` is None: pass each image's dataset index, e.g. a dataset whose items carry "
+            "'index': position, collated into a (B,) int tensor."
+        )
+    if not isinstance(indexes, Tensor):
+        indexes = torch.as_tensor(indexes)
+    if indexes.is_floating_point() or indexes.dtype == torch.bool:
+        raise TypeError(f"`{name}` must hold integer dataset indexes, got dtype {indexes.dtype}.")
+    if indexes.shape != (batch,):
+        raise ValueError(f"`{name}` must have shape ({batch},), one index per image, got {tuple(indexes.shape)}.")
+    return indexes.to(device=device, dtype=torch.long)
 
 
 def encode_names(names: Sequence[str] | None, batch: int, device: torch.device) -> Tensor:

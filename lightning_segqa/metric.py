@@ -30,7 +30,13 @@ from lightning_segqa.functional.thresholded import (
     tccp_from_counts,
     threshold_grid,
 )
-from lightning_segqa.image_ids import decode_names, encode_names, mask_fingerprint, warn_conflicting_repeats
+from lightning_segqa.image_ids import (
+    check_indexes,
+    decode_names,
+    encode_names,
+    mask_fingerprint,
+    warn_conflicting_repeats,
+)
 from lightning_segqa.log_guard import refuse_lightning_logging
 from lightning_segqa.report import METHODS, LabelQualityReport
 
@@ -161,20 +167,6 @@ class LabelQuality(Metric):
     def _forward_cache(self, value: Any) -> None:
         self.__dict__["_last_forward"] = value
 
-    def _check_indexes(self, indexes: Tensor, batch: int, name: str = "indexes") -> Tensor:
-        if indexes is None:
-            raise TypeError(
-                f"`{name}` is None: pass each image's dataset index, e.g. a dataset whose items carry "
-                "'index': position, collated into a (B,) int tensor."
-            )
-        if not isinstance(indexes, Tensor):
-            indexes = torch.as_tensor(indexes)
-        if indexes.is_floating_point() or indexes.dtype == torch.bool:
-            raise TypeError(f"`{name}` must hold integer dataset indexes, got dtype {indexes.dtype}.")
-        if indexes.shape != (batch,):
-            raise ValueError(f"`{name}` must have shape ({batch},), one index per image, got {tuple(indexes.shape)}.")
-        return indexes.to(device=self.device, dtype=torch.long)
-
     def update(
         self,
         preds: Tensor,
@@ -248,7 +240,7 @@ class LabelQuality(Metric):
         s_only = self.input_format == "logits" and set(self.methods) <= {"softmin", "confidence_in_label"}
         prepared, first, scores = self._first_pass(preds, target, scan_logits=not s_only)
         b = preds.shape[0]
-        idx = self._check_indexes(indexes, b)
+        idx = check_indexes(indexes, b, self.device)
         name_bytes = encode_names(names, b, self.device)
         if b == 0:  # e.g. an uneven split across processes: nothing to add
             return BatchScores(idx, {m: v.float() for m, v in scores.items()}, prepared)
@@ -397,6 +389,16 @@ class LabelQuality(Metric):
             details=details,
             names=names,
         )
+
+    def plot(self, val: LabelQualityReport | None = None, ax: Any = None) -> tuple[Any, Any]:
+        """Score distributions per method, and ROC/PR curves with known errors: ``(figure, axes)``.
+
+        ``val``: a report (default: :meth:`compute`'s); ``ax``: an ``Axes`` for the distributions
+        alone. See :func:`~lightning_segqa.report_plot.plot_report`.
+        """
+        from lightning_segqa.report_plot import plot_report
+
+        return plot_report(self.compute() if val is None else val, ax)
 
     def state_tensors(self) -> dict[str, Tensor]:
         """Accumulated states of this process, each concatenated into one tensor (for saving)."""

@@ -246,3 +246,52 @@ def test_export_and_merge_errors():
     with pytest.raises(ValueError, match="same methods"):
         monitor.merge_exported([{"states": other.state_tensors(), "heap": []}])
     assert monitor.metric.update_count == 0 and monitor.heap.state() == []  # left empty, not half-merged
+
+
+# ---------------------------------------------------------------- plot
+def auroc_by_pairs(score, truth):
+    """P(a mislabeled image scores below a clean one), ties counted half: AUROC with lower = mislabeled."""
+    bad, good = score[truth], score[~truth]
+    wins = sum(float((b < g) + 0.5 * (b == g)) for b in bad for g in good)
+    return wins / (len(bad) * len(good))
+
+
+def test_plot_draws_distributions_and_curves_when_truth_is_known():
+    import numpy as np
+
+    probs, target = batch(b=12, seed=2)
+    truth = torch.tensor([True, False, False, True] + [False] * 8)
+    metric = LabelQuality(3, methods=["softmin", "iou"])
+    metric.update(probs, target, indexes=torch.arange(12), is_mislabeled=truth)
+    fig, axes = metric.plot()
+    assert [a.get_title() for a in axes] == ["score distributions", "ROC", "precision-recall"]
+    report = metric.compute()
+    assert [t.get_text() for t in axes[0].get_legend().get_texts()] == ["softmin (12)", "iou (12)"]
+    for line, m in zip(axes[1].get_lines(), ["softmin", "iou"], strict=False):
+        fpr, tpr = line.get_data()
+        assert float(np.trapezoid(tpr, fpr)) == pytest.approx(auroc_by_pairs(report.scores[m], truth), abs=1e-6)
+
+    no_truth = LabelQuality(3, methods=["softmin"])
+    no_truth.update(probs, target, indexes=torch.arange(12))
+    fig, ax = no_truth.plot()
+    assert ax.get_title() == "score distributions" and len(fig.axes) == 1
+    _, same = metric.plot(ax=ax)  # a given Axes gets the distributions only
+    assert same is ax and len(fig.axes) == 1
+    with pytest.raises(TypeError, match="LabelQualityReport"):
+        metric.plot(val={"softmin": torch.ones(2)})
+
+
+def test_write_failure_on_exception_warns_on_rank_zero_only(monkeypatch):
+    from lightning.pytorch.utilities import rank_zero_only
+
+    def failing():
+        raise OSError("disk full")
+
+    monkeypatch.setattr("lightning_segqa.callback.wait_for_writes", failing)
+    monitor = LabelQualityMonitor(3)
+    with pytest.warns(UserWarning, match="could not be written: disk full"):
+        monitor.on_exception(None, None, RuntimeError("boom"))
+    monkeypatch.setattr(rank_zero_only, "rank", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        monitor.on_exception(None, None, RuntimeError("boom"))  # other ranks stay quiet
