@@ -17,7 +17,7 @@ from lightning_segqa.gate import ON_FAIL, GateDecision, LabelQualityError, check
 from lightning_segqa.loggers.steps import scalar_step
 from lightning_segqa.metric import LOCAL_METHODS, LabelQuality
 from lightning_segqa.monitor_metric import configured_metric
-from lightning_segqa.monitor_publish import publish_report, scalar_values, suspect_entries
+from lightning_segqa.monitor_publish import is_remote, publish_report, scalar_values, suspect_entries
 from lightning_segqa.monitor_state import export_state, merge_exported
 from lightning_segqa.outputs import OutputReader
 from lightning_segqa.publishing import run_dir_of
@@ -79,7 +79,8 @@ class LabelQualityMonitor(Callback):
         class_names: names shown in legends.
         palette: ``(K, 3)`` uint8 colours for masks.
         report_dir: folder for ``label_quality.json``/``.csv`` (default: the first logger's
-            ``log_dir`` or the trainer's ``default_root_dir``).
+            ``log_dir`` or the trainer's ``default_root_dir``); remote URLs (``s3://``, ``gs://``,
+            any fsspec protocol) work as in Lightning's own callbacks.
         log_prefix: prefix of logged names.
         every_n_epochs: score every n-th validation epoch.
         max_suspect_fraction: gate limit on the suspect share (None: no gate).
@@ -179,7 +180,7 @@ class LabelQualityMonitor(Callback):
         self.extract = extract
         self.class_names = list(class_names) if class_names is not None else None
         self.palette = palette
-        self.report_dir = Path(report_dir) if report_dir is not None else None
+        self.report_dir = report_dir if report_dir is None or is_remote(report_dir) else Path(report_dir)
         self.log_prefix = log_prefix
         self.every_n_epochs = every_n_epochs
         self.max_suspect_fraction = max_suspect_fraction
@@ -330,7 +331,7 @@ class LabelQualityMonitor(Callback):
         """
         return publish_report(self, report, loggers, report_dir)
 
-    def resolve_report_dir(self, trainer: Trainer) -> Path:
+    def resolve_report_dir(self, trainer: Trainer) -> Path | str:
         """Where the report files go: ``report_dir``, else the first logger's run folder, else ``default_root_dir``.
 
         The run folder is the ``log_dir`` of TensorBoard and CSV loggers, ``segqa/`` in a W&B run's

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from lightning_segqa.publishing import queue_report_files, report_rows, table_columns
 from lightning_segqa.report import DETECTION_METRICS, LabelQualityReport
+from lightning_segqa.writing import run_in_background
 
-__all__ = ["publish_report", "scalar_values", "suspect_entries"]
+__all__ = ["is_remote", "publish_report", "scalar_values", "suspect_entries"]
 
 
 def publish_report(
@@ -20,7 +23,7 @@ def publish_report(
     step: int = 0,
     tag: str = "",
     heap: Any = None,
-) -> list[Path]:
+) -> list[Path] | list[str]:
     """Draw ``monitor``'s suspects, ranked table and curves to ``loggers``; queue the report files in ``out_dir``.
 
     Args:
@@ -28,14 +31,16 @@ def publish_report(
             ``top_k``, ``log_prefix``, class names, palette) and suspects are used.
         report: the report to publish.
         loggers: Lightning loggers (e.g. ``trainer.loggers``; empty: files only).
-        out_dir: folder of ``label_quality{tag}.json``/``.csv`` (and ``detection_curves{tag}.png``).
+        out_dir: folder of ``label_quality{tag}.json``/``.csv`` (and ``detection_curves{tag}.png``);
+            a remote URL (``s3://...``, ``gs://...``, any fsspec protocol) gets the files written
+            locally first, then copied there by the writer thread.
         step: the loggers' step.
         tag: suffix of logged names and file names (e.g. ``"_dataloader_1"``).
         heap: the :class:`~lightning_segqa.suspects.SuspectHeap` to draw (default: the monitor's).
 
     Returns:
-        The paths the files will have once the writer thread wrote them
-        (:func:`~lightning_segqa.report.wait_for_writes` waits for it).
+        The paths (URLs for a remote ``out_dir``) the files will have once the writer thread
+        wrote them (:func:`~lightning_segqa.report.wait_for_writes` waits for it).
 
     Examples:
         >>> import tempfile, torch
@@ -68,7 +73,40 @@ def publish_report(
         if figure is not None:
             adapter.log_figure(f"{key}/detection_curves", figure, step)
     # files go through a writer thread: the loop never waits on the disk (see the monitor's `teardown`)
-    return queue_report_files(report, Path(out_dir), tag, monitor.rank_by, figure, adapters)
+    if not is_remote(out_dir):
+        return queue_report_files(report, Path(out_dir), tag, monitor.rank_by, figure, adapters)
+    staging = Path(tempfile.mkdtemp(prefix="segqa_report_"))
+    local = queue_report_files(report, staging, tag, monitor.rank_by, figure, adapters)
+    urls = [f"{str(out_dir).rstrip('/')}/{p.name}" for p in local]
+    # after the writes and uploads (one writer thread, in order); the staging copy stays while loggers may read it
+    run_in_background(partial(_copy_to_remote, local, urls, keep_local=bool(adapters)))
+    return urls
+
+
+def is_remote(path: str | Path | None) -> bool:
+    """True for a URL with a protocol other than ``file`` (e.g. ``s3://bucket/run``), as Lightning decides.
+
+    Examples:
+        >>> is_remote("s3://bucket/run"), is_remote("memory://run"), is_remote("runs/x"), is_remote("file:///tmp")
+        (True, True, False, False)
+    """
+    if path is None or isinstance(path, Path):
+        return False
+    from fsspec.utils import get_protocol
+
+    return "://" in str(path) and get_protocol(str(path)) not in ("file", "local")
+
+
+def _copy_to_remote(local: Sequence[Path], urls: Sequence[str], keep_local: bool) -> None:
+    from lightning.fabric.utilities.cloud_io import get_filesystem
+
+    fs = get_filesystem(urls[0])
+    fs.makedirs(urls[0].rsplit("/", 1)[0], exist_ok=True)
+    for path, url in zip(local, urls, strict=True):
+        if path.is_file():
+            fs.put_file(str(path), url)
+            if not keep_local:
+                path.unlink()
 
 
 def scalar_values(monitor: Any, report: LabelQualityReport, prefix: str) -> dict[str, float]:

@@ -295,3 +295,19 @@ def test_write_failure_on_exception_warns_on_rank_zero_only(monkeypatch):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         monitor.on_exception(None, None, RuntimeError("boom"))  # other ranks stay quiet
+
+
+def test_report_dir_accepts_a_remote_url(tmp_path):
+    import fsspec
+
+    memory = fsspec.filesystem("memory")
+    data = small_data(6, 7)
+    remote = LabelQualityMonitor(K, top_k=2, report_dir="memory://segqa-test/run")
+    local = LabelQualityMonitor(K, top_k=2, report_dir=tmp_path / "local")
+    validate(remote, data, tmp_path)
+    validate(local, data, tmp_path)
+    wait_for_writes()
+    assert remote.report_dir == "memory://segqa-test/run"
+    for name in ("label_quality.csv", "label_quality.json"):
+        assert memory.cat(f"/segqa-test/run/{name}") == (tmp_path / "local" / name).read_bytes()
+    memory.rm("/segqa-test", recursive=True)
