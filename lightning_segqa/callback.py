@@ -13,9 +13,10 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 
 from lightning_segqa.agreement import warn_if_weak_model
+from lightning_segqa.functional.local import LOCAL_METHODS
 from lightning_segqa.gate import ON_FAIL, GateDecision, LabelQualityError, check_gate_args, evaluate_gate
 from lightning_segqa.loggers.steps import scalar_step
-from lightning_segqa.metric import LOCAL_METHODS, LabelQuality
+from lightning_segqa.metric import LabelQuality
 from lightning_segqa.monitor_metric import configured_metric
 from lightning_segqa.monitor_publish import is_remote, publish_report, scalar_values, suspect_entries
 from lightning_segqa.monitor_state import export_state, merge_exported

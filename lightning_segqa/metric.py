@@ -16,13 +16,13 @@ from lightning_segqa.agreement import DETAILS_KEY as _AGREEMENT_KEY
 from lightning_segqa.agreement import agreement_stats, pixel_agreement
 from lightning_segqa.batch_scores import BatchScores
 from lightning_segqa.confident_merge import CL_STATES, confident_score
-from lightning_segqa.functional._inputs import PreparedInputs, check_format, prepare_inputs
+from lightning_segqa.first_pass import check_finite_scores, first_pass
+from lightning_segqa.functional._inputs import check_format
 from lightning_segqa.functional.class_confidence import class_confidence_sums, class_thresholds
 from lightning_segqa.functional.coco import coco_from_prepared
-from lightning_segqa.functional.confident import checked_pixel_pass, confident_stats
+from lightning_segqa.functional.confident import confident_stats
 from lightning_segqa.functional.fused import check_compile
-from lightning_segqa.functional.local import LOCAL_METHODS, checked_local_scores, local_scores
-from lightning_segqa.functional.pixel import PixelPass, pixel_pass
+from lightning_segqa.functional.pixel import pixel_pass
 from lightning_segqa.functional.pooling import downsample as _downsample
 from lightning_segqa.functional.thresholded import (
     DEFAULT_THRESHOLDS,
@@ -238,14 +238,14 @@ class LabelQuality(Metric):
         """Score one batch and append it to the states; the states stay untouched when it raises."""
         # softmin and CIL read only s: logits need no separate scan, a NaN score reveals bad values
         s_only = self.input_format == "logits" and set(self.methods) <= {"softmin", "confidence_in_label"}
-        prepared, first, scores = self._first_pass(preds, target, scan_logits=not s_only)
+        prepared, first, scores = first_pass(self, preds, target, scan_logits=not s_only)
         b = preds.shape[0]
         idx = check_indexes(indexes, b, self.device)
         name_bytes = encode_names(names, b, self.device)
         if b == 0:  # e.g. an uneven split across processes: nothing to add
             return BatchScores(idx, {m: v.float() for m, v in scores.items()}, prepared)
         if is_mislabeled is None:
-            truth = torch.full((b,), float("nan"), device=self.device)
+            truth = torch.full((b,), -1.0, device=self.device)  # unknown (not NaN: MetricCollection compares states)
         else:
             truth_t = torch.as_tensor(is_mislabeled)
             if truth_t.shape != (b,):
@@ -260,7 +260,7 @@ class LabelQuality(Metric):
         for m, value in scores.items():
             new[f"score_{m}"] = value.float()
         if s_only and self.validate_args:
-            _check_finite_scores(new, self.methods[0])
+            check_finite_scores(new, self.methods[0])
         ccp = new.get("score_correctly_classified_pixels")  # the same quantity: reuse it when computed
         new["agreement"] = pixel_agreement(prepared).float() if ccp is None else ccp
         if "thresholded_ccp" in self.methods:
@@ -288,36 +288,6 @@ class LabelQuality(Metric):
         for name, value in new.items():
             getattr(self, name).append(value)
         return BatchScores(idx, {m[6:]: v for m, v in new.items() if m.startswith("score_")}, prepared)
-
-    def _first_pass(
-        self, preds: Tensor, target: Tensor, scan_logits: bool
-    ) -> tuple[PreparedInputs, PixelPass | None, dict[str, Tensor]]:
-        """Check a batch and make its first pass over the values, the checks riding on it.
-
-        Returns the prepared inputs, the full-resolution pixel pass when the region scores
-        work at full resolution (``downsample=1``), and the local scores.
-        """
-        checks = {
-            "num_classes": self.num_classes,
-            "ignore_index": self.ignore_index,
-            "input_format": self.input_format,
-            "validate_args": self.validate_args,
-            "scan_logits": scan_logits,
-        }
-        compile = self.compiled_kernels
-        local_methods = [m for m in LOCAL_METHODS if m in self.methods]
-        region = "connected_components" in self.methods or "confident_learning_counts" in self.methods
-        if isinstance(preds, Tensor) and preds.numel() == 0:  # nothing to read: checks only
-            return prepare_inputs(preds, target, compile=compile, **checks), None, {}
-        if region and self.downsample == 1:
-            prepared, pp = checked_pixel_pass(preds, target, 1, compile=compile, **checks)
-            return prepared, pp, local_scores(pp, self.temperature, local_methods, compile) if local_methods else {}
-        if local_methods:
-            prepared, scores = checked_local_scores(
-                preds, target, temperature=self.temperature, methods=local_methods, compile=compile, **checks
-            )
-            return prepared, None, scores
-        return prepare_inputs(preds, target, compile=compile, **checks), None, {}
 
     def compute(self) -> LabelQualityReport:
         """Merge everything seen so far into a report (repeated indexes kept once, ordered by index).
@@ -366,9 +336,10 @@ class LabelQuality(Metric):
         if isinstance(self.agreement, Tensor) or self.agreement:
             details[_AGREEMENT_KEY] = agreement_stats(dim_zero_cat(self.agreement)[keep].float())
         truth = dim_zero_cat(self.is_mislabeled)[keep]
-        if torch.isnan(truth).all():
+        unknown = torch.isnan(truth) | (truth < 0)  # -1 marks unknown; NaN reads as unknown too
+        if unknown.all():
             is_mislabeled = None
-        elif torch.isnan(truth).any():
+        elif unknown.any():
             warnings.warn(
                 "`is_mislabeled` was given for some batches only; detection metrics are skipped.",
                 UserWarning,
@@ -428,12 +399,3 @@ class LabelQuality(Metric):
             current.append(value.to(self.device))
         self._update_count += 1  # loaded states count as an update: compute() has something to merge
         self._computed = None
-
-
-def _check_finite_scores(new: dict[str, Tensor], method: str) -> None:
-    """Raise if an image with valid pixels scored NaN: its logits held NaN or +inf."""
-    bad = torch.isnan(new[f"score_{method}"]) & (new["num_valid"] > 0)
-    if bool(bad.any()):
-        raise ValueError(
-            f"`preds` contains NaN or infinite values (images at batch positions {bad.nonzero().flatten().tolist()})."
-        )

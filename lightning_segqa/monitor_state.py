@@ -40,6 +40,9 @@ def export_state(monitor: Any) -> dict[str, Any]:
 def merge_exported(monitor: Any, exported: Iterable[Mapping[str, Any]]) -> LabelQualityReport:
     """Merge :func:`export_state` results (e.g. one per fold) into ``monitor`` and compute the report.
 
+    Each item needs the keys ``"states"`` and ``"heap"``; other keys (e.g. saved alongside in
+    the same file) are ignored.
+
     This process only: nothing is gathered across processes. The monitor's metric and suspects
     are replaced by the merged ones and ``monitor.report`` is set. Repeated indexes are kept
     once, as in :meth:`~lightning_segqa.LabelQuality.compute`.
@@ -63,10 +66,11 @@ def merge_exported(monitor: Any, exported: Iterable[Mapping[str, Any]]) -> Label
     if not exported:
         raise ValueError("`exported` is empty: pass the results of `monitor.export_state()` to merge.")
     for i, item in enumerate(exported):
-        if not isinstance(item, Mapping) or set(item) != {"states", "heap"}:
+        if not isinstance(item, Mapping) or not {"states", "heap"} <= set(item):
             got = sorted(item) if isinstance(item, Mapping) else type(item).__name__
             raise ValueError(
-                f"`exported[{i}]` must be a `monitor.export_state()` result (keys 'heap', 'states'), got {got}."
+                f"`exported[{i}]` must be a `monitor.export_state()` result (keys 'heap', 'states'; others are "
+                f"ignored), got {got}."
             )
     metric = monitor.metric
     metric.reset()

@@ -105,6 +105,21 @@ def test_metric_collection_updates_and_computes(compute_groups):
     assert collection["sm"].update_count == 0
 
 
+def test_metric_collection_groups_identical_metrics():
+    probs, target = batch(b=6, seed=4)
+    collection = MetricCollection(
+        {"a": LabelQuality(3, methods=["softmin"]), "b": LabelQuality(3, methods=["softmin"])}
+    )
+    collection.update(probs, target, indexes=torch.arange(6))
+    collection.update(probs, target, indexes=torch.arange(6, 12))
+    assert list(collection.compute_groups.values()) == [["a", "b"]]  # one update serves both
+    reports = collection.compute()
+    alone = LabelQuality(3, methods=["softmin"])
+    alone.update(torch.cat([probs, probs]), torch.cat([target, target]), indexes=torch.arange(12))
+    for key in ("a", "b"):
+        torch.testing.assert_close(reports[key].scores["softmin"], alone.compute().scores["softmin"])
+
+
 # ---------------------------------------------------------------- self.log
 class Logs(LightningModule):
     def __init__(self, on_step):
