@@ -30,6 +30,7 @@ def _training_args(p: argparse.ArgumentParser, epochs: int, folds: int) -> None:
         "--checkpoint", choices=("last", "best"), default="last", help="weights that score each held-out fold"
     )
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    g.add_argument("--encoder-weights", default=None, help="pretrained encoder, e.g. imagenet (downloads once)")
 
 
 def _config(args: argparse.Namespace):  # noqa: ANN202
@@ -50,6 +51,7 @@ def _config(args: argparse.Namespace):  # noqa: ANN202
         seed=args.seed,
         checkpoint=args.checkpoint,
         progress=not args.no_progress,
+        encoder_weights=args.encoder_weights,
     )
 
 
@@ -119,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--batch-size", type=int, default=8, help="images per batch")
     bench.add_argument("--device", default="auto", help="cpu, cuda, mps or auto")
     bench.add_argument("--seed", type=int, default=0, help="seed of the errors and the models")
+    bench.add_argument("--augment", nargs="*", default=[], choices=["hflip", "vflip"],
+                       help="flip training images at random (default: no augmentation)")  # fmt: skip
     bench.add_argument("--tta", nargs="*", default=[], choices=["hflip", "vflip"],
                        help="also score flip-averaged predictions (extra columns MODEL+hflip)")  # fmt: skip
     bench.add_argument(
