@@ -20,7 +20,7 @@ from torchmetrics.utilities import rank_zero_warn
 from lightning_segqa.functional._inputs import PreparedInputs
 
 #: a typical image (the median) must agree with its mask on at least this share of pixels
-MIN_AGREEMENT = 0.7
+MIN_AGREEMENT = 0.65
 #: key of the agreement summary in :attr:`LabelQualityReport.details`
 DETAILS_KEY = "agreement"
 _QUANTILES = {"q10": 0.1, "median": 0.5, "q90": 0.9}

@@ -4,7 +4,7 @@ A fixed cut such as "softmin below 0.1" does not mean the same thing on two data
 tends to the lowest pixel score as images grow, so its level depends on image size, class mix
 and model. The default rule is relative to the report's own score distribution instead: an
 image is a suspect when its score is a low outlier on a log scale, measured from the median
-in units of the (normal-consistent) median absolute deviation.
+in units of a robust standard deviation of the scores below the median (a one-sided MAD).
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ _MEAN_AD_TO_STD = 1.2533141373155001
 CUTOFFS: dict[str, float] = {}
 
 DEFAULT_RULE = (
-    f"an image is a suspect when log(score) lies more than {DEFAULT_CUTOFF:g} robust standard deviations "
-    f"(1.4826 x MAD) below the median log score of the report's images (no suspects under {MIN_IMAGES} scored images)"
+    f"an image is a suspect when log(score) lies more than {DEFAULT_CUTOFF:g} robust standard deviations below "
+    "the median log score of the report's images; the robust standard deviation is 1.4826 x the median distance "
+    f"to the median of the log scores below it (no suspects under {MIN_IMAGES} scored images)"
 )
 
 
@@ -44,11 +45,14 @@ def _check_scores(scores: Tensor) -> Tensor:
 
 
 def robust_log_location_scale(scores: Tensor) -> tuple[float, float]:
-    """Median and robust standard deviation of ``log(scores)`` over the finite scores.
+    """Median and lower-side robust standard deviation of ``log(scores)`` over the finite scores.
 
-    The spread is the median absolute deviation times 1.4826 (the standard deviation for
-    normal data); when more than half the scores are equal (MAD of 0) it falls back to the mean
-    absolute deviation times 1.2533, and is 0 only when every score is the same.
+    The spread is measured on the side where suspects lie: the median of ``median - log(score)``
+    over the scores at or below the median, times 1.4826 (the standard deviation for normal data,
+    where it equals the usual MAD). A clean dataset whose low tail is long (a weak model misses
+    some classes in many images) thus gets a wide spread rather than many suspects. When more
+    than half of those deviations are 0 (ties) it falls back to their mean times 1.2533, and is
+    0 only when no score lies below the median.
 
     Args:
         scores: ``(N,)`` per-image scores; NaN and infinite entries are left out, 0 counts as
@@ -68,10 +72,10 @@ def robust_log_location_scale(scores: Tensor) -> tuple[float, float]:
         return float("nan"), float("nan")
     logs = finite.clamp_min(_FLOOR).log()
     median = logs.quantile(0.5)  # the middle value, or the mean of the two middle ones
-    deviation = (logs - median).abs()
-    scale = deviation.quantile(0.5) * _MAD_TO_STD
+    below = median - logs[logs <= median]
+    scale = below.quantile(0.5) * _MAD_TO_STD
     if not bool(scale > 0):
-        scale = deviation.mean() * _MEAN_AD_TO_STD
+        scale = below.mean() * _MEAN_AD_TO_STD
     return float(median), float(scale)
 
 
