@@ -47,6 +47,7 @@ from lightning_segqa.merge import merge_folds, merged_monitor, monitor_config
 from lightning_segqa.report import LabelQualityReport
 from lightning_segqa.seeding import derive_seed
 from lightning_segqa.tta import check_tta
+from lightning_segqa.writing import atomic_write, torch_bytes
 
 __all__ = ["CHECKPOINTS", "CrossValidation", "cross_validate", "kfold_splits", "merge_folds"]
 
@@ -312,16 +313,14 @@ class CrossValidation:
             self.monitor, model, dm, ckpt_path, logger, self.fold_dir(fold), self.callbacks,
             scoring_kwargs(self.trainer_kwargs), self.tta,
         )  # fmt: skip
-        states = check_scored(monitor, fold, held)
+        check_scored(monitor, fold, held)
         size = ckpt_path.stat().st_size
         if not self.keep_checkpoints:
             ckpt_path.unlink()
         cost = {"train_seconds": train_seconds, "score_seconds": score_seconds, "checkpoint_bytes": float(size)}
         out = heldout_path(self.work_dir, fold)
-        tmp = out.with_suffix(".tmp")
-        payload = {"states": {k: v.cpu() for k, v in states.items()}, "heap": monitor.heap.state()}
-        torch.save({**payload, "checkpoint": str(ckpt_path), "cost": cost}, tmp)
-        tmp.replace(out)
+        payload = {**monitor.export_state(), "checkpoint": str(ckpt_path), "cost": cost}
+        atomic_write(out, torch_bytes(payload))
         self.fold_costs[fold] = cost
 
     def _progress(self, done: int, todo: int, fold: int, start: float) -> None:

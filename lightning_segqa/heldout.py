@@ -85,9 +85,12 @@ def check_scored(monitor: LabelQualityMonitor, fold: int, held: Sequence[int]) -
         ...
         RuntimeError: Fold 0: the monitor scored nothing; does the module have a validation_step?
     """
-    states = monitor.last_states
-    if states is None:
-        raise RuntimeError(f"Fold {fold}: the monitor scored nothing; does the module have a validation_step?")
+    try:
+        states = monitor.export_state()["states"]
+    except RuntimeError:
+        raise RuntimeError(
+            f"Fold {fold}: the monitor scored nothing; does the module have a validation_step?"
+        ) from None
     seen = states["indexes"].long().tolist()
     if sorted(seen) != sorted(held):
         raise RuntimeError(

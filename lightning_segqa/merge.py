@@ -9,13 +9,11 @@ once to the logger and writes ``work_dir/label_quality.json`` and ``.csv``.
 from __future__ import annotations
 
 import copy
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import Trainer
 from lightning.pytorch.loggers import TensorBoardLogger
 
 from lightning_segqa.callback import LabelQualityMonitor
@@ -108,35 +106,20 @@ def merged_monitor(
             f"Run them with folds={missing}."
         )
     merged = copy.deepcopy(monitor) if monitor is not None else monitor_from_config(record["monitor"])
-    metric = merged.metric
-    metric.distributed_available_fn = never_distributed  # the files hold every fold: no gathering across processes
-    metric.reset()
-    merged.heap.clear()
-    for fold in range(num_folds):
-        saved = torch.load(heldout_path(work_dir, fold), weights_only=False)
-        metric.load_state_tensors(saved["states"])
-        merged.heap.load(saved["heap"])
-    indexes = torch.cat(list(metric.indexes)).long()
+    saved = [torch.load(heldout_path(work_dir, fold), weights_only=False) for fold in range(num_folds)]
+    indexes = torch.cat([part["states"]["indexes"] for part in saved]).long()
     if indexes.numel() != num_samples or set(indexes.tolist()) != set(range(num_samples)):
         raise RuntimeError(
             f"{work_dir}: the folds scored {indexes.numel()} samples ({len(set(indexes.tolist()))} distinct), "
             f"not each of the {num_samples} exactly once; delete the fold_<i> folders (or pass overwrite=True)."
         )
-    with warnings.catch_warnings():  # loaded states, not update(): torchmetrics' "before update" warning is moot
-        warnings.filterwarnings("ignore", ".*called before the ``update`` method.*")
-        report = metric.compute()
-    merged.report = report
+    report = merged.merge_exported(saved)
     merged.report_dir = work_dir
     if publish:
         factory = logger_factory or (lambda name, version: TensorBoardLogger(str(work_dir), name=name, version=version))
-        trainer = Trainer(
-            logger=factory("logs", "merged") if log else False,
-            default_root_dir=str(work_dir),
-            enable_progress_bar=False,
-            enable_model_summary=False,
-        )
-        merged.publish(trainer, report, step=0)
-        for logger in trainer.loggers:
+        loggers = [factory("logs", "merged")] if log else []
+        merged.publish_to(loggers, report, work_dir)
+        for logger in loggers:
             logger.finalize("success")
         wait_for_writes()  # the merged report is on disk when this returns
     return merged
