@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from lightning_segqa.agreement import weak_model_message
 from lightning_segqa.callback import LabelQualityMonitor
 from lightning_segqa.cross_validation import CrossValidation
 from lightning_segqa.models import SegmentationModule
@@ -164,6 +165,8 @@ def run_demo(
     )
     echo("")
     echo(report.table("softmin", k=10))
+    if (weak := weak_model_message(report)) is not None:
+        echo(f"\nWARNING: {weak}\n")
     echo(f"Done in {time.perf_counter() - start:.0f} s.")
     echo_outputs(report, work_dir, echo)
     return report
@@ -210,6 +213,8 @@ def run_audit(
     echo(report.table("softmin", k=top_k))
     echo("")
     echo("Worst masks: " + ", ".join(names[i] for i in report.suspects("softmin", k=top_k).tolist()))
+    if (weak := weak_model_message(report)) is not None:
+        echo(f"\nWARNING: {weak}\n")
     echo_outputs(report, work_dir, echo)
     return report
 
