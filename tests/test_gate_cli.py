@@ -44,9 +44,12 @@ def test_bad_gate_arguments(report):
 def test_gate_cli_exit_codes(report, tmp_path, capsys):
     path = tmp_path / "label_quality.json"
     report.to_json(path)
-    assert main(["gate", str(path), "--max-suspect-fraction", "0.3"]) == 0
+    # the default rule: no image of this fixture is a low outlier, so even a zero limit passes
+    assert main(["gate", str(path), "--max-suspect-fraction", "0"]) == 0
     assert "passed" in capsys.readouterr().out
-    assert main(["gate", str(path), "--max-suspect-fraction", "0.05"]) == 1
+    assert main(["gate", str(path), "--max-suspect-fraction", "0.3", "--threshold", "0.1"]) == 0
+    assert "passed" in capsys.readouterr().out
+    assert main(["gate", str(path), "--max-suspect-fraction", "0.05", "--threshold", "0.1"]) == 1
     err = capsys.readouterr().err
     assert "FAILED" in err and "30" in err
     assert main(["gate", str(path), "--max-suspect-fraction", "0.5", "--method", "iou", "--threshold", "0.5"]) == 0
@@ -60,7 +63,7 @@ def test_gate_cli_as_a_process(report, tmp_path):
     path = tmp_path / "r.json"
     report.to_json(path)
     proc = subprocess.run(
-        [sys.executable, "-m", "lightning_segqa.cli", "gate", str(path), "--max-suspect-fraction", "0.1"],
+        [sys.executable, "-m", "lightning_segqa.cli", "gate", str(path), "--max-suspect-fraction", "0.1", "--threshold", "0.1"],
         capture_output=True,
         text=True,
         check=False,
