@@ -30,7 +30,11 @@ def _training_args(p: argparse.ArgumentParser, epochs: int, folds: int) -> None:
         "--checkpoint", choices=("last", "best"), default="last", help="weights that score each held-out fold"
     )
     g.add_argument("--no-progress", action="store_true", help="hide progress bars")
-    g.add_argument("--encoder-weights", default=None, help="pretrained encoder weights, e.g. imagenet (downloads once; default: none, random init)")
+    g.add_argument(
+        "--encoder-weights",
+        default=None,
+        help="pretrained encoder weights, e.g. imagenet (downloads once; default: none, random init)",
+    )
 
 
 def _config(args: argparse.Namespace):  # noqa: ANN202
@@ -124,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--augment", nargs="*", default=[], choices=["hflip", "vflip"],
                        help="flip training images at random (default: no augmentation)")  # fmt: skip
     bench.add_argument("--tta", nargs="*", default=[], choices=["hflip", "vflip"],
-                       help="also score flip-averaged predictions (extra columns MODEL+hflip; default: none)")  # fmt: skip
+                       help="also score flip-averaged predictions (columns MODEL+hflip; default: none)")  # fmt: skip
     bench.add_argument(
         "--encoder-weights",
         default=None,

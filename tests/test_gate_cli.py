@@ -63,7 +63,17 @@ def test_gate_cli_as_a_process(report, tmp_path):
     path = tmp_path / "r.json"
     report.to_json(path)
     proc = subprocess.run(
-        [sys.executable, "-m", "lightning_segqa.cli", "gate", str(path), "--max-suspect-fraction", "0.1", "--threshold", "0.1"],
+        [
+            sys.executable,
+            "-m",
+            "lightning_segqa.cli",
+            "gate",
+            str(path),
+            "--max-suspect-fraction",
+            "0.1",
+            "--threshold",
+            "0.1",
+        ],
         capture_output=True,
         text=True,
         check=False,
