@@ -35,6 +35,11 @@ def _training_args(p: argparse.ArgumentParser, epochs: int, folds: int) -> None:
         default=None,
         help="pretrained encoder weights, e.g. imagenet (downloads once; default: none, random init)",
     )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete a previous run in --out and start over (default: resume an identical run, refuse another)",
+    )
 
 
 def _config(args: argparse.Namespace):  # noqa: ANN202
@@ -56,6 +61,7 @@ def _config(args: argparse.Namespace):  # noqa: ANN202
         checkpoint=args.checkpoint,
         progress=not args.no_progress,
         encoder_weights=args.encoder_weights,
+        overwrite=args.overwrite,
     )
 
 
@@ -209,6 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _gate(args)
     with quiet_terminal():
         if args.command == "demo":
+            from lightning_segqa.folds import StaleWorkDirError
             from lightning_segqa.pipelines import run_demo
 
             try:
@@ -216,7 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             except ValueError as err:
                 print(f"segqa demo: {err}", file=sys.stderr)
                 return 2
-            run_demo(args.out, args.images, args.height, args.width, args.error, args.fraction, config)
+            try:
+                run_demo(args.out, args.images, args.height, args.width, args.error, args.fraction, config)
+            except StaleWorkDirError as err:
+                print(f"segqa demo: {err} On the command line: --overwrite.", file=sys.stderr)
+                return 2
             return 0
         if args.command == "audit":
             return _audit(args)
@@ -225,6 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _audit(args: argparse.Namespace) -> int:
     from lightning_segqa.data import load_class_names
+    from lightning_segqa.folds import StaleWorkDirError
     from lightning_segqa.pipelines import run_audit
 
     try:
@@ -241,7 +253,8 @@ def _audit(args: argparse.Namespace) -> int:
             args.top_k,
         )
     except (ValueError, FileNotFoundError) as err:
-        print(f"segqa audit: {err}", file=sys.stderr)
+        hint = " On the command line: --overwrite." if isinstance(err, StaleWorkDirError) else ""
+        print(f"segqa audit: {err}{hint}", file=sys.stderr)
         return 2
     return 0
 

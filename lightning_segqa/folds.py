@@ -24,6 +24,10 @@ RECORD_NAME = "splits.json"
 RECORD_VERSION = 2
 
 
+class StaleWorkDirError(ValueError):
+    """A cross-validation ``work_dir`` holds a run made with other settings (resuming it would give a stale answer)."""
+
+
 def kfold_splits(num_samples: int, num_folds: int, seed: int = 0) -> list[list[int]]:
     """Seeded, disjoint held-out index lists covering ``range(num_samples)``.
 
@@ -108,7 +112,7 @@ def save_or_check_record(
         ...     save_or_check_record(d, 10, 2, 0, {"model": "b"}, {})
         Traceback (most recent call last):
         ...
-        ValueError: ...was made with other settings (model: 'a' before, 'b' now)...
+        lightning_segqa.folds.StaleWorkDirError: ...was made with other settings (model: 'a' before, 'b' now)...
     """
     path = Path(work_dir) / RECORD_NAME
     current = dict(fingerprint)
@@ -120,7 +124,7 @@ def save_or_check_record(
         else:
             differs = fingerprint_diff(old, current)
         if differs:
-            raise ValueError(
+            raise StaleWorkDirError(
                 f"{work_dir} was made with other settings ({'; '.join(differs)}); its folds would give a stale "
                 "answer. Pass overwrite=True to start over in it, or use another work_dir."
             )

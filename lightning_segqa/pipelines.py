@@ -38,6 +38,7 @@ class TrainingConfig:
     checkpoint: str = "last"
     encoder_weights: str | None = None
     progress: bool = True
+    overwrite: bool = False
     extra_trainer_kwargs: dict[str, Any] = field(default_factory=dict)
 
     def trainer_kwargs(self) -> dict[str, Any]:
@@ -100,6 +101,7 @@ def run_cross_validation(
         trainer_kwargs=config.trainer_kwargs(),
         checkpoint=config.checkpoint,
         checkpoint_monitor="val_loss" if config.checkpoint == "best" else None,
+        overwrite=config.overwrite,
     )
     return cv.run()
 

@@ -180,3 +180,16 @@ def test_quiet_terminal_hides_lightning_banners(capsys):
         w.warn("something to fix", UserWarning, stacklevel=1)
     err = capsys.readouterr().err
     assert "GPU available" not in err and err.strip() == "segqa: warning: something to fix"
+
+
+def test_demo_in_a_finished_folder_with_other_settings_says_how_to_start_over(tmp_path, capsys):
+    """A resume with other settings is refused in one line naming the difference and --overwrite; then it reruns."""
+    base = ["demo", "--out", str(tmp_path), "--images", "8", "--height", "16", "--width", "16"]
+    base += ["--arch", "tiny", "--folds", "2", "--batch-size", "4", "--no-progress"]
+    assert main([*base, "--epochs", "1"]) == 0
+    capsys.readouterr()
+    assert main([*base, "--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "trainer.max_epochs: 1 before, 2 now" in err and "--overwrite" in err and "Traceback" not in err
+    assert main([*base, "--epochs", "2", "--overwrite"]) == 0
+    assert '"max_epochs": 2' in (tmp_path / "splits.json").read_text()
