@@ -391,6 +391,33 @@ def test_mlflow_report_files_go_to_the_run(mlflow_run):
     assert json.loads((mlflow_run.artifacts / "segqa" / "label_quality.json").read_text()) == {"indexes": []}
 
 
+def test_mlflow_uploads_never_read_the_run_off_the_calling_thread(tmp_path, monkeypatch):
+    """The writer thread must not call ``get_run``: it reads every metric file of a file-store run,
+    racing the training loop's appends ("Metric ... is malformed. No data found")."""
+    import threading
+
+    pytest.importorskip("mlflow", reason="mlflow / mlflow-skinny is not installed")
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    logger = MLFlowLogger(experiment_name="segqa", tracking_uri=f"file:{tmp_path}/mlruns")
+    adapter = adapter_for(logger)  # made on this thread, as the monitor does
+    report_dir = adapter.run_dir()
+    report_dir.mkdir(parents=True)
+    (report_dir / "label_quality.csv").write_text("rank,index\n")
+    real_get_run, calls = logger.experiment.get_run, []
+
+    def get_run(run_id):
+        calls.append(threading.current_thread() is threading.main_thread())
+        return real_get_run(run_id)
+
+    monkeypatch.setattr(logger.experiment, "get_run", get_run)
+    worker = threading.Thread(target=adapter.upload_files, args=([report_dir / "label_quality.csv"],))
+    worker.start()
+    worker.join()
+    assert calls == []  # the artifact location was read once, when the adapter was made
+    logger.finalize("success")
+
+
 def test_run_dir_of_file_loggers(tmp_path):
     assert adapter_for(CSVLogger(tmp_path, name="csv")).run_dir() == tmp_path / "csv" / "version_0"
     assert adapter_for(TensorBoardLogger(tmp_path, name="tb")).run_dir() == tmp_path / "tb" / "version_0"

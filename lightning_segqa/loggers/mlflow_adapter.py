@@ -21,6 +21,7 @@ from lightning_segqa.loggers.base import (
 from lightning_segqa.visuals import SuspectImage, render_suspect
 
 _STAGING: weakref.WeakKeyDictionary[Any, Path] = weakref.WeakKeyDictionary()  # remote stores: local copies
+_ARTIFACT_URIS: dict[str, str] = {}  # run id -> artifact URI (fixed for a run's life)
 
 
 class MLFlowAdapter(LoggerAdapter):
@@ -69,9 +70,25 @@ class MLFlowAdapter(LoggerAdapter):
         name = f"{_safe_key(key)}_step{step:06d}.png"
         self.logger.experiment.log_figure(self.logger.run_id, figure, name)
 
+    def __init__(self, logger: Any) -> None:
+        super().__init__(logger)
+        self._artifact_uri()  # here, on the caller's thread: see `_artifact_uri`
+
+    def _artifact_uri(self) -> str:
+        """The run's artifact URI, read once per run.
+
+        ``get_run`` reads every metric file of a file-store run; on the report writer thread it
+        could read one that the training loop is appending to ("metric ... is malformed"), so the
+        URI is read when the adapter is made and kept.
+        """
+        run_id = self.logger.run_id
+        if run_id not in _ARTIFACT_URIS:
+            _ARTIFACT_URIS[run_id] = self.logger.experiment.get_run(run_id).info.artifact_uri
+        return _ARTIFACT_URIS[run_id]
+
     def _local_artifacts(self) -> Path | None:
         """The run's artifact folder when the artifact store is a local folder, else None."""
-        uri = self.logger.experiment.get_run(self.logger.run_id).info.artifact_uri
+        uri = self._artifact_uri()
         parsed = urlparse(uri)
         if parsed.scheme not in ("", "file"):
             return None
