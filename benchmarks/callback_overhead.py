@@ -28,8 +28,9 @@ from torch.utils.data import DataLoader
 
 from lightning_segqa import METHODS
 from lightning_segqa.callback import LabelQualityMonitor
-from lightning_segqa.data import STREET_CLASSES, TensorSegmentationDataset, make_street_scenes
-from lightning_segqa.models import SegmentationModule
+from lightning_segqa.data import TensorSegmentationDataset
+from lightning_segqa.experiments import STREET_CLASSES, make_street_scenes
+from lightning_segqa.experiments.models import SegmentationModule
 
 warnings.filterwarnings("ignore")
 

@@ -67,7 +67,7 @@ def stand_in_probs(true: torch.Tensor, seed: int) -> torch.Tensor:
 def audit_shares(data: Path, audit: Path) -> None:
     """Per image of a `segqa audit` run: share of pixels marked against share with s < 0.5."""
     from lightning_segqa.data import FolderSegmentationDataset
-    from lightning_segqa.models import SegmentationModule
+    from lightning_segqa.experiments.models import SegmentationModule
 
     splits = json.loads((audit / "splits.json").read_text())["folds"]
     dataset = FolderSegmentationDataset(data / "val" / "images", data / "val" / "masks", K, size=(96, 128))

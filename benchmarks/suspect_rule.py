@@ -71,8 +71,8 @@ def corrupted_variants(masks: Tensor, unlabeled_index: int) -> Iterator[tuple[st
 
 def train_with_snapshots(data_root: str, out: Path, epochs: list[int]) -> None:
     """Train FPN/resnet18 on clean CamVid train; save the validation softmax after each listed epoch."""
-    from lightning_segqa.benchmark import load_camvid, predict_probs
-    from lightning_segqa.models import SegmentationModule
+    from lightning_segqa.experiments.benchmark import load_camvid, predict_probs
+    from lightning_segqa.experiments.models import SegmentationModule
 
     todo = [e for e in epochs if not (out / f"fpn_e{e}.pt").exists()]
     if not todo:
@@ -128,9 +128,9 @@ def run_demo_variant(out: Path, variant: str, epochs: int) -> None:
     (decoder 64, random init) trained on the other two folds with Adam (lr 2e-3, batch 16) in a
     plain loop (the demo's model and optimiser without Lightning's per-epoch validation).
     """
-    from lightning_segqa.benchmark import predict_probs
-    from lightning_segqa.data import STREET_CLASSES, UNLABELED_INDEX, make_street_scenes
-    from lightning_segqa.models import SegmentationModule
+    from lightning_segqa.experiments import STREET_CLASSES, UNLABELED_INDEX, make_street_scenes
+    from lightning_segqa.experiments.benchmark import predict_probs
+    from lightning_segqa.experiments.models import SegmentationModule
 
     path = out / f"demo_{variant}_e{epochs}.json"
     if path.exists():

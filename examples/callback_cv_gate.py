@@ -18,8 +18,9 @@ from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, Subset
 
 from lightning_segqa import CrossValidation, LabelQualityMonitor, evaluate_gate, indices_to_keep
-from lightning_segqa.data import STREET_CLASSES, UNLABELED_INDEX, TensorSegmentationDataset, make_street_scenes
-from lightning_segqa.models import SegmentationModule
+from lightning_segqa.data import TensorSegmentationDataset
+from lightning_segqa.experiments import STREET_CLASSES, UNLABELED_INDEX, make_street_scenes
+from lightning_segqa.experiments.models import SegmentationModule
 from lightning_segqa.noise import inject_label_errors
 from lightning_segqa.seeding import derive_seed
 

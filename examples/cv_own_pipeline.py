@@ -24,7 +24,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from lightning_segqa import CrossValidation, LabelQualityMonitor
-from lightning_segqa.data import STREET_CLASSES, UNLABELED_INDEX, make_street_scenes
+from lightning_segqa.experiments import STREET_CLASSES, UNLABELED_INDEX, make_street_scenes
 from lightning_segqa.noise import inject_label_errors
 from lightning_segqa.seeding import derive_seed
 

@@ -10,7 +10,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from lightning_segqa.models import ARCHITECTURES
+from lightning_segqa.experiments.models import ARCHITECTURES
 
 
 def _training_args(p: argparse.ArgumentParser, epochs: int, folds: int) -> None:
@@ -43,7 +43,7 @@ def _training_args(p: argparse.ArgumentParser, epochs: int, folds: int) -> None:
 
 
 def _config(args: argparse.Namespace):  # noqa: ANN202
-    from lightning_segqa.pipelines import TrainingConfig
+    from lightning_segqa.experiments.pipelines import TrainingConfig
 
     for name in ("epochs", "folds", "batch_size"):
         if getattr(args, name) < (2 if name == "folds" else 1):
@@ -215,8 +215,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _gate(args)
     with quiet_terminal():
         if args.command == "demo":
+            from lightning_segqa.experiments.pipelines import run_demo
             from lightning_segqa.folds import StaleWorkDirError
-            from lightning_segqa.pipelines import run_demo
 
             try:
                 config = _config(args)
@@ -236,8 +236,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _audit(args: argparse.Namespace) -> int:
     from lightning_segqa.data import load_class_names
+    from lightning_segqa.experiments.pipelines import run_audit
     from lightning_segqa.folds import StaleWorkDirError
-    from lightning_segqa.pipelines import run_audit
 
     try:
         names = load_class_names(args.class_names) if args.class_names else None
@@ -260,7 +260,7 @@ def _audit(args: argparse.Namespace) -> int:
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from lightning_segqa.benchmark import run_benchmark
+    from lightning_segqa.experiments.benchmark import run_benchmark
 
     missing = [split for split in ("train", "val") if not (Path(args.data) / split / "images").is_dir()]
     if missing:
@@ -273,7 +273,22 @@ def _benchmark(args: argparse.Namespace) -> int:
         )
         return 2
     try:
-        run_benchmark(args)
+        run_benchmark(
+            data_dir=args.data,
+            out=args.out,
+            models=args.models,
+            errors=args.errors,
+            encoder=args.encoder,
+            epochs=args.epochs,
+            size=(args.size[0], args.size[1]),
+            batch_size=args.batch_size,
+            device=args.device,
+            seed=args.seed,
+            augment=args.augment,
+            tta=args.tta,
+            encoder_weights=args.encoder_weights,
+            markdown=args.markdown,
+        )
     except (ValueError, FileNotFoundError) as err:
         print(f"segqa benchmark: {err}", file=sys.stderr)
         return 2

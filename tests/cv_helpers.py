@@ -12,8 +12,9 @@ from torch.utils.data import DataLoader, Subset
 from lightning_segqa import LabelQuality
 from lightning_segqa.callback import LabelQualityMonitor
 from lightning_segqa.cross_validation import CrossValidation
-from lightning_segqa.data import STREET_CLASSES, UNLABELED_INDEX, TensorSegmentationDataset, make_street_scenes
-from lightning_segqa.models import TinySegNet
+from lightning_segqa.data import TensorSegmentationDataset
+from lightning_segqa.experiments import STREET_CLASSES, UNLABELED_INDEX, make_street_scenes
+from lightning_segqa.experiments.models import TinySegNet
 from lightning_segqa.noise import inject_label_errors
 
 K = len(STREET_CLASSES)

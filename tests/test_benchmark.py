@@ -1,12 +1,12 @@
-import argparse
+import inspect
 import math
 from pathlib import Path
 
 import pytest
 import torch
 
-from lightning_segqa import benchmark
-from lightning_segqa.benchmark import (
+from lightning_segqa.experiments import benchmark, make_street_scenes
+from lightning_segqa.experiments.benchmark import (
     PAPER_ROWS,
     BenchmarkData,
     cache_path,
@@ -15,7 +15,6 @@ from lightning_segqa.benchmark import (
     load_camvid,
     run_benchmark,
 )
-from lightning_segqa.data import make_street_scenes
 from lightning_segqa.noise import PAPER_FRACTIONS
 from lightning_segqa.report import DETECTION_METRICS, METHODS
 
@@ -29,15 +28,15 @@ def scenes() -> BenchmarkData:
     return BenchmarkData(train_images, train_masks, val_images, val_masks, 9, 8)
 
 
-def _args(out: Path, **kw) -> argparse.Namespace:
+def _args(out: Path, **kw) -> dict:
     base = dict(
-        data="unused",
+        data_dir="unused",
         out=str(out),
         models=["tiny"],
         errors=["drop"],
         encoder="resnet18",
         epochs=1,
-        size=[32, 32],
+        size=(32, 32),
         batch_size=8,
         device="cpu",
         seed=0,
@@ -45,7 +44,7 @@ def _args(out: Path, **kw) -> argparse.Namespace:
         progress=False,
     )
     base.update(kw)
-    return argparse.Namespace(**base)
+    return base
 
 
 # --- injection before the split ---------------------------------------------------------------
@@ -141,9 +140,9 @@ def test_format_tables_column_order_and_missing_runs():
 def test_cache_round_trip_does_not_retrain(scenes, tmp_path, monkeypatch):
     md = tmp_path / "tables.md"
     args = _args(tmp_path / "out", markdown=str(md), errors=["drop", "swap"])
-    first = run_benchmark(args, scenes, echo=lambda s: None)
+    first = run_benchmark(**args, data=scenes, echo=lambda s: None)
     for error in ("drop", "swap"):
-        path = cache_path(args.out, error, "tiny", "resnet18", (32, 32), 1, 0)
+        path = cache_path(args["out"], error, "tiny", "resnet18", (32, 32), 1, 0)
         entry = torch.load(path, weights_only=True)
         assert entry["probs"].dtype == torch.float16 and entry["probs"].shape == (10, 9, 32, 32)
         assert entry["masks"].shape == (10, 32, 32) and entry["is_mislabeled"].shape == (10,)
@@ -160,20 +159,20 @@ def test_cache_round_trip_does_not_retrain(scenes, tmp_path, monkeypatch):
 
     monkeypatch.setattr(benchmark, "train_model", boom)
     lines: list[str] = []
-    second = run_benchmark(args, scenes, echo=lines.append)
+    second = run_benchmark(**args, data=scenes, echo=lines.append)
     assert any("re-scoring cached" in line for line in lines)
     assert second.metrics == first.metrics
     assert second.train_seconds == first.train_seconds
     assert set(second.metrics["drop"]["tiny"]) == set(METHODS)
     # another seed means other noisy masks: no cache, so it trains
     with pytest.raises(AssertionError, match="must not train"):
-        run_benchmark(_args(tmp_path / "out", seed=1), scenes, echo=lambda s: None)
+        run_benchmark(**_args(tmp_path / "out", seed=1), data=scenes, echo=lambda s: None)
 
 
 def test_stale_cache_is_retrained(scenes, tmp_path, monkeypatch):
     args = _args(tmp_path)
-    run_benchmark(args, scenes, echo=lambda s: None)
-    path = cache_path(args.out, "drop", "tiny", "resnet18", (32, 32), 1, 0)
+    run_benchmark(**args, data=scenes, echo=lambda s: None)
+    path = cache_path(args["out"], "drop", "tiny", "resnet18", (32, 32), 1, 0)
     entry = torch.load(path, weights_only=True)
     entry["masks"] = entry["masks"].flip(0)
     torch.save(entry, path)
@@ -183,14 +182,14 @@ def test_stale_cache_is_retrained(scenes, tmp_path, monkeypatch):
 
     monkeypatch.setattr(benchmark, "train_model", retrain)
     with pytest.warns(UserWarning, match="other noisy masks"), pytest.raises(RuntimeError):
-        run_benchmark(args, scenes, echo=lambda s: None)
+        run_benchmark(**args, data=scenes, echo=lambda s: None)
 
 
 def test_bad_arguments(scenes, tmp_path):
     with pytest.raises(ValueError, match="unknown error kinds or models"):
-        run_benchmark(_args(tmp_path, errors=["flip"]), scenes)
+        run_benchmark(**_args(tmp_path, errors=["flip"]), data=scenes)
     with pytest.raises(ValueError, match="at least 1"):
-        run_benchmark(_args(tmp_path, epochs=0), scenes)
+        run_benchmark(**_args(tmp_path, epochs=0), data=scenes)
     with pytest.raises(FileNotFoundError, match="--data"):
         load_camvid(tmp_path / "nowhere")
 
@@ -206,18 +205,15 @@ def test_camvid_tiny_scale(tmp_path):
     assert data.num_classes == 12 and data.unlabeled_index == 11
     assert int(data.train_masks.max()) <= 11
     lines: list[str] = []
-    result = run_benchmark(
-        _args(tmp_path, data=str(CAMVID), size=[32, 48], errors=["drop", "swap"], markdown=str(tmp_path / "t.md")),
-        data,
-        echo=lines.append,
-    )
+    args = _args(tmp_path, data_dir=CAMVID, size=(32, 48), errors=["drop", "swap"], markdown=tmp_path / "t.md")
+    result = run_benchmark(**args, data=data, echo=lines.append)
     assert set(result.metrics) == {"drop", "swap"}
     assert set(result.metrics["swap"]["tiny"]) == set(METHODS)
     assert "Table 1. AUROC" in lines[-2] and (tmp_path / "t.md").is_file()
 
 
 def test_predict_probs_with_flip_tta_averages_flipped_back():
-    from lightning_segqa.models import TinySegNet
+    from lightning_segqa.experiments.models import TinySegNet
 
     torch.manual_seed(0)
     net = TinySegNet(3, 4).eval()
@@ -234,7 +230,28 @@ def test_tta_runs_report_both_columns_from_one_training(scenes, tmp_path, monkey
     train = benchmark.train_model
     monkeypatch.setattr(benchmark, "train_model", lambda *a, **k: calls.append(1) or train(*a, **k))
     args = _args(tmp_path, errors=["swap"], tta=["hflip"])
-    result = run_benchmark(args, scenes, echo=lambda s: None)
+    result = run_benchmark(**args, data=scenes, echo=lambda s: None)
     assert sorted(result.metrics["swap"]) == ["tiny", "tiny+hflip"] and calls == [1]
-    run_benchmark(args, scenes, echo=lambda s: None)  # both come back from the cache
+    run_benchmark(**args, data=scenes, echo=lambda s: None)  # both come back from the cache
     assert calls == [1]
+
+
+# --- the command line -------------------------------------------------------------------------
+
+
+def test_cli_passes_every_option_as_a_keyword_with_the_same_defaults(tmp_path, monkeypatch):
+    from lightning_segqa import cli
+
+    for split in ("train", "val"):
+        (tmp_path / split / "images").mkdir(parents=True)
+    got = {}
+    monkeypatch.setattr(benchmark, "run_benchmark", lambda **kw: got.update(kw))
+    assert cli.main(["benchmark", "--data", str(tmp_path)]) == 0
+
+    def plain(value):
+        return list(value) if isinstance(value, (tuple, list)) else value
+
+    signature = inspect.signature(run_benchmark).parameters
+    defaults = {k: plain(p.default) for k, p in signature.items() if k not in ("data", "echo", "lr", "progress")}
+    assert {k: plain(v) for k, v in got.items()} == {**defaults, "data_dir": str(tmp_path)}
+    assert defaults["data_dir"] == cli.build_parser().parse_args(["benchmark"]).data

@@ -14,9 +14,10 @@ from torch.utils.data import DataLoader
 
 from lightning_segqa import LabelQuality
 from lightning_segqa.callback import LabelQualityMonitor
-from lightning_segqa.data import STREET_CLASSES, UNLABELED_INDEX, TensorSegmentationDataset, make_street_scenes
+from lightning_segqa.data import TensorSegmentationDataset
+from lightning_segqa.experiments import STREET_CLASSES, UNLABELED_INDEX, make_street_scenes
+from lightning_segqa.experiments.models import SegmentationModule
 from lightning_segqa.gate import LabelQualityError
-from lightning_segqa.models import SegmentationModule
 from lightning_segqa.noise import inject_label_errors
 
 K = len(STREET_CLASSES)

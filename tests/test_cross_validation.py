@@ -8,8 +8,8 @@ import torch
 from scipy.stats import hypergeom
 
 from lightning_segqa import LabelQualityReport, kfold_splits, merge_folds
+from lightning_segqa.experiments.pipelines import make_demo_dataset
 from lightning_segqa.folds import heldout_path
-from lightning_segqa.pipelines import make_demo_dataset
 from tests.cv_helpers import DictModule, make_cv, score_by_hand, small_dataset
 
 

@@ -12,15 +12,12 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from lightning_segqa.data import (
-    STREET_CLASSES,
-    STREET_PALETTE,
-    UNLABELED_INDEX,
     FolderSegmentationDataset,
     TensorSegmentationDataset,
     load_class_names,
-    make_street_scenes,
     write_folder_dataset,
 )
+from lightning_segqa.experiments.synthetic import STREET_CLASSES, STREET_PALETTE, UNLABELED_INDEX, make_street_scenes
 
 CAMVID = Path(__file__).resolve().parents[1].parent / "shared/data/camvid"
 K = len(STREET_CLASSES)

@@ -13,9 +13,10 @@ from torchmetrics import MetricCollection
 from lightning_segqa import LabelQuality
 from lightning_segqa.batch_scores import BatchScores
 from lightning_segqa.callback import LabelQualityMonitor
-from lightning_segqa.data import STREET_CLASSES, TensorSegmentationDataset, make_street_scenes
+from lightning_segqa.data import TensorSegmentationDataset
+from lightning_segqa.experiments import STREET_CLASSES, make_street_scenes
+from lightning_segqa.experiments.models import SegmentationModule
 from lightning_segqa.log_guard import LOG_HINT
-from lightning_segqa.models import SegmentationModule
 from lightning_segqa.report import wait_for_writes
 
 K = len(STREET_CLASSES)

@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from lightning_segqa.models import SegmentationModule, build_model
+from lightning_segqa.experiments.models import SegmentationModule, build_model
 
 
 def test_encoder_weights_reach_segmentation_models_pytorch(monkeypatch):

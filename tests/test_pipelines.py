@@ -9,7 +9,8 @@ import torch
 
 from lightning_segqa import LabelQualityReport
 from lightning_segqa.cli import main
-from lightning_segqa.data import make_street_scenes, write_folder_dataset
+from lightning_segqa.data import write_folder_dataset
+from lightning_segqa.experiments import make_street_scenes
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
@@ -123,7 +124,7 @@ def test_audit_on_camvid_subset(tmp_path):
     if not CAMVID.exists():
         pytest.skip(f"CamVid not found at {CAMVID} (it sits beside the repository as ../shared/data/camvid)")
     from lightning_segqa.data import FolderSegmentationDataset
-    from lightning_segqa.pipelines import TrainingConfig, run_cross_validation
+    from lightning_segqa.experiments.pipelines import TrainingConfig, run_cross_validation
 
     full = FolderSegmentationDataset(CAMVID / "val" / "images", CAMVID / "val" / "masks", 12, size=(48, 64))
     subset = torch.utils.data.Subset(full, list(range(12)))

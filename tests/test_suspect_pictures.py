@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lightning_segqa.data.synthetic import CAR, ROAD, STREET_CLASSES, make_street_scenes
+from lightning_segqa.experiments.synthetic import CAR, ROAD, STREET_CLASSES, make_street_scenes
 from lightning_segqa.functional._inputs import prepare_inputs
 from lightning_segqa.functional.class_confidence import (
     class_confidence_sums,
@@ -322,7 +322,7 @@ def test_tensorboard_pictures_have_stable_tags_and_the_scalars_step(tmp_path):
     from torch.utils.data import DataLoader
 
     from lightning_segqa import LabelQualityMonitor
-    from lightning_segqa.data.synthetic import TensorSegmentationDataset
+    from lightning_segqa.data import TensorSegmentationDataset
 
     images, masks = make_street_scenes(8, 16, 16, seed=2)
     loader = DataLoader(TensorSegmentationDataset(images, masks), batch_size=4)

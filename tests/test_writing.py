@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from lightning_segqa import writing
-from lightning_segqa.benchmark_cache import _save_cache
+from lightning_segqa.experiments.benchmark_cache import _save_cache
 from lightning_segqa.folds import RECORD_NAME, save_or_check_record
 from lightning_segqa.writing import atomic_write, torch_bytes
 

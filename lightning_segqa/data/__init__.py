@@ -1,10 +1,10 @@
-"""Synthetic street scenes (no download needed) and datasets over tensors or image folders.
+"""Datasets over tensors or image folders, and class-name files.
 
 Both datasets yield dicts ``{"image", "mask", "index", ...}``; the folder dataset validates every
 image/mask pair up front and reports all problems at once. The code lives in
-:mod:`lightning_segqa.data.synthetic` (scenes, class constants, the tensor dataset) and
-:mod:`lightning_segqa.data.folder` (image-folder datasets, class-name files); everything is
-importable from ``lightning_segqa.data``.
+:mod:`lightning_segqa.data.tensor` (the tensor dataset) and :mod:`lightning_segqa.data.folder`
+(image-folder datasets, class-name files); everything is importable from ``lightning_segqa.data``.
+The synthetic street scenes of the demo are in :mod:`lightning_segqa.experiments.synthetic`.
 """
 
 from lightning_segqa.data.folder import (
@@ -14,25 +14,9 @@ from lightning_segqa.data.folder import (
     load_class_names,
     write_folder_dataset,
 )
-from lightning_segqa.data.synthetic import (  # noqa: F401  the class ids SKY..UNLABELED stay importable here
-    BUILDING,
-    CAR,
-    PAVEMENT,
-    PEDESTRIAN,
-    POLE,
-    ROAD,
-    SKY,
-    STREET_CLASSES,
-    STREET_PALETTE,
-    TREE,
-    UNLABELED,
-    UNLABELED_INDEX,
-    TensorSegmentationDataset,
-    make_street_scenes,
-)
+from lightning_segqa.data.tensor import TensorSegmentationDataset
 
 __all__ = [
-    "IMAGE_SUFFIXES", "MASK_SUFFIXES", "STREET_CLASSES", "STREET_PALETTE", "UNLABELED_INDEX",
-    "FolderSegmentationDataset", "TensorSegmentationDataset", "load_class_names",
-    "make_street_scenes", "write_folder_dataset",
+    "IMAGE_SUFFIXES", "MASK_SUFFIXES", "FolderSegmentationDataset", "TensorSegmentationDataset", "load_class_names",
+    "write_folder_dataset",
 ]  # fmt: skip

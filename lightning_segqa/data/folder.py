@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from lightning_segqa.data.synthetic import TensorSegmentationDataset, _check_int, _position
+from lightning_segqa.data.tensor import TensorSegmentationDataset, _check_int, _position
 
 __all__ = ["IMAGE_SUFFIXES", "MASK_SUFFIXES", "FolderSegmentationDataset", "load_class_names", "write_folder_dataset"]
 
@@ -66,8 +66,7 @@ class FolderSegmentationDataset(Dataset):
 
     Examples:
         >>> import tempfile
-        >>> from lightning_segqa.data import make_street_scenes
-        >>> images, masks = make_street_scenes(2, 32, 48)
+        >>> images, masks = torch.rand(2, 3, 32, 48), torch.randint(0, 9, (2, 32, 48))
         >>> with tempfile.TemporaryDirectory() as root:
         ...     ds = FolderSegmentationDataset(*write_folder_dataset(root, images, masks), 9)
         ...     item = ds[0]
@@ -215,8 +214,7 @@ def write_folder_dataset(
 
     Examples:
         >>> import tempfile
-        >>> from lightning_segqa.data import make_street_scenes
-        >>> images, masks = make_street_scenes(1, 16, 16)
+        >>> images, masks = torch.rand(1, 3, 16, 16), torch.randint(0, 9, (1, 16, 16))
         >>> with tempfile.TemporaryDirectory() as root:
         ...     image_dir, mask_dir = write_folder_dataset(root, images, masks, names=["a"])
         ...     sorted(p.name for p in mask_dir.iterdir())

@@ -1,7 +1,7 @@
-"""Procedural street scenes with pixel-exact masks, and a dataset over in-memory tensors.
+"""Procedural street scenes with pixel-exact masks: the demo's and the tests' data, no download needed.
 
 :func:`make_street_scenes` draws CamVid-like scenes (classes :data:`STREET_CLASSES`, display
-colours :data:`STREET_PALETTE`) without any download; :class:`TensorSegmentationDataset` serves
+colours :data:`STREET_PALETTE`); :class:`~lightning_segqa.data.TensorSegmentationDataset` serves
 such tensors as dicts ``{"image", "mask", "index", ...}``.
 """
 
@@ -10,9 +10,13 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.utils.data import Dataset
 
-__all__ = ["STREET_CLASSES", "STREET_PALETTE", "UNLABELED_INDEX", "TensorSegmentationDataset", "make_street_scenes"]
+from lightning_segqa.data.tensor import _check_int
+
+__all__ = [
+    "BUILDING", "CAR", "PAVEMENT", "PEDESTRIAN", "POLE", "ROAD", "SKY", "STREET_CLASSES", "STREET_PALETTE", "TREE",
+    "UNLABELED", "UNLABELED_INDEX", "make_street_scenes",
+]  # fmt: skip
 
 STREET_CLASSES: tuple[str, ...] = (
     "sky", "building", "road", "pavement", "tree", "car", "pedestrian", "pole", "unlabeled",
@@ -31,14 +35,6 @@ SKY, BUILDING, ROAD, PAVEMENT, TREE, CAR, PEDESTRIAN, POLE, UNLABELED = range(9)
 # Appearance rows: one per class, then per-object slots (5 buildings, 3 cars, 3 pedestrians).
 _SLOT_CLASS = torch.tensor([*range(9), *[BUILDING] * 5, *[CAR] * 3, *[PEDESTRIAN] * 3])
 _SLOT_SPREAD = torch.tensor([0.0] * 9 + [0.16] * 5 + [0.7] * 3 + [0.5] * 3).view(1, -1, 1)
-
-
-def _check_int(value: object, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"`{name}` must be an int, got {type(value).__name__} ({value!r})")
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
-    return value
 
 
 def make_street_scenes(num_images: int, height: int = 96, width: int = 128, seed: int = 0) -> tuple[Tensor, Tensor]:
@@ -146,66 +142,3 @@ def make_street_scenes(num_images: int, height: int = 96, width: int = 128, seed
     images = (colours + tex[..., None]).permute(0, 3, 1, 2) * u(1, 0.85, 1.15)
     images += 0.04 * torch.randn(n, 3, h, w, generator=g)
     return images.clamp(0, 1).contiguous(), mask.long()
-
-
-class TensorSegmentationDataset(Dataset):
-    """Dataset over in-memory images, masks and optional mislabeled flags.
-
-    Items are dicts: ``"image"`` float ``(C, H, W)``, ``"mask"`` int64 ``(H, W)``, ``"index"``
-    int64 scalar (the position in the dataset) and, if given, ``"is_mislabeled"`` bool scalar.
-
-    Args:
-        images: float tensor ``(N, C, H, W)``.
-        masks: integer tensor ``(N, H, W)``.
-        is_mislabeled: optional tensor ``(N,)``, converted to bool.
-
-    Raises:
-        TypeError: wrong tensor types.
-        ValueError: inconsistent shapes.
-
-    Examples:
-        >>> images, masks = make_street_scenes(3, 32, 32)
-        >>> ds = TensorSegmentationDataset(images, masks, torch.tensor([False, True, False]))
-        >>> item = ds[1]
-        >>> sorted(item), item["index"].item(), item["is_mislabeled"].item(), len(ds)
-        (['image', 'index', 'is_mislabeled', 'mask'], 1, True, 3)
-
-    """
-
-    def __init__(self, images: Tensor, masks: Tensor, is_mislabeled: Tensor | None = None) -> None:
-        if not isinstance(images, Tensor) or not images.is_floating_point() or images.ndim != 4:
-            raise TypeError(f"`images` must be a float tensor (N, C, H, W), got {_desc(images)}")
-        if not isinstance(masks, Tensor) or masks.is_floating_point() or masks.ndim != 3:
-            raise TypeError(f"`masks` must be an integer tensor (N, H, W), got {_desc(masks)}")
-        if masks.shape[0] != images.shape[0] or masks.shape[1:] != images.shape[2:]:
-            raise ValueError(f"`masks` must be (N, H, W) matching `images` {tuple(images.shape)}, "
-                             f"got {tuple(masks.shape)}")  # fmt: skip
-        if is_mislabeled is not None and (
-            not isinstance(is_mislabeled, Tensor) or is_mislabeled.shape != (len(images),)
-        ):
-            raise ValueError(f"`is_mislabeled` must have shape ({len(images)},), got "
-                             f"{_desc(is_mislabeled)}")  # fmt: skip
-        self.images, self.masks = images, masks.long()
-        self.is_mislabeled = None if is_mislabeled is None else is_mislabeled.bool()
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
-    def __getitem__(self, index: int) -> dict[str, Tensor]:
-        index = _position(index, len(self))
-        item = {"image": self.images[index], "mask": self.masks[index]}
-        item["index"] = torch.tensor(index)
-        if self.is_mislabeled is not None:
-            item["is_mislabeled"] = self.is_mislabeled[index].clone()
-        return item
-
-
-def _desc(value: object) -> str:
-    return f"{value.dtype} tensor {tuple(value.shape)}" if isinstance(value, Tensor) else (
-        type(value).__name__)  # fmt: skip
-
-
-def _position(index: int, length: int) -> int:
-    if not -length <= index < length:
-        raise IndexError(f"index {index} out of range for a dataset of length {length}")
-    return index % length

@@ -7,9 +7,7 @@ so reruns only re-score), scored with all seven methods. Numbers: ``docs/benchma
 
 from __future__ import annotations
 
-import argparse
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -17,12 +15,13 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor
 
-from lightning_segqa.benchmark_cache import _load_cache, _save_cache, cache_path
-from lightning_segqa.benchmark_tables import PAPER_ROWS, TABLES, BenchmarkResult, format_tables
-from lightning_segqa.benchmark_tables import Metrics as Metrics
 from lightning_segqa.data import FolderSegmentationDataset, TensorSegmentationDataset
+from lightning_segqa.experiments.benchmark_cache import _load_cache, _save_cache, cache_path
+from lightning_segqa.experiments.models import ARCHITECTURES
+from lightning_segqa.experiments.tables import PAPER_ROWS, TABLES, BenchmarkResult, format_tables
+from lightning_segqa.experiments.tables import Metrics as Metrics
+from lightning_segqa.experiments.training import DEFAULT_LR, predict_probs, train_model
 from lightning_segqa.metric import LabelQuality
-from lightning_segqa.models import ARCHITECTURES, SegmentationModule
 from lightning_segqa.noise import ERROR_KINDS, PAPER_FRACTIONS, inject_label_errors
 from lightning_segqa.writing import atomic_write
 
@@ -34,7 +33,6 @@ __all__ = [
 
 CAMVID_NUM_CLASSES = 12
 CAMVID_UNLABELED = 11  # "Unlabelled": the class a drop error maps an object to
-DEFAULT_LR = 2e-3
 
 
 class BenchmarkData(NamedTuple):
@@ -64,7 +62,8 @@ def load_camvid(root: str | Path, size: tuple[int, int] | None = None, limit: in
 
     Examples:
         >>> import tempfile
-        >>> from lightning_segqa.data import make_street_scenes, write_folder_dataset
+        >>> from lightning_segqa.data import write_folder_dataset
+        >>> from lightning_segqa.experiments.synthetic import make_street_scenes
         >>> images, masks = make_street_scenes(3, 32, 32)
         >>> with tempfile.TemporaryDirectory() as root:
         ...     for split in ("train", "val"):
@@ -119,108 +118,6 @@ def inject_before_split(
     return noisy[:n], flags[:n], noisy[n:], flags[n:]
 
 
-def train_model(
-    train_set: TensorSegmentationDataset, num_classes: int, arch: str, encoder: str = "resnet18", epochs: int = 1,
-    batch_size: int = 16, lr: float = DEFAULT_LR, device: str = "auto", seed: int = 0,
-    log_dir: str | Path | None = None, progress: bool = True, encoder_weights: str | None = None,
-    augment: Sequence[str] = (),
-) -> SegmentationModule:  # fmt: skip
-    """Fit a :class:`~lightning_segqa.models.SegmentationModule` (no pretrained weights).
-
-    Lightning ``Trainer``: no checkpoints, no validation loop, a CSV logger under ``log_dir``
-    (or no logger), the given ``epochs`` with Adam at ``lr`` on shuffled batches. The encoder
-    starts from ``encoder_weights`` (e.g. ``"imagenet"``, downloaded once) or, by default, at random.
-    ``augment`` (flip names, e.g. ``("hflip",)``) flips each training image and its mask with
-    probability 1/2 per flip; the default trains without augmentation.
-
-    Examples:
-        >>> from lightning_segqa.data import make_street_scenes
-        >>> ds = TensorSegmentationDataset(*make_street_scenes(4, 32, 32))
-        >>> module = train_model(ds, 9, "tiny", batch_size=2, device="cpu", progress=False)
-        >>> module.hparams.arch
-        'tiny'
-    """
-    from lightning.pytorch import Trainer, seed_everything
-    from lightning.pytorch.loggers import CSVLogger
-
-    seed_everything(seed, workers=True, verbose=False)
-    module = SegmentationModule(num_classes, arch=arch, encoder=encoder, lr=lr, encoder_weights=encoder_weights)
-    if augment:
-        train_set = RandomFlips(train_set, augment)
-    loader = torch.utils.data.DataLoader(
-        train_set, batch_size=batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed)
-    )
-    logger = False if log_dir is None else CSVLogger(Path(log_dir).parent, name=Path(log_dir).name)
-    trainer = Trainer(
-        max_epochs=epochs, accelerator=device, devices=1, enable_checkpointing=False, logger=logger,
-        enable_progress_bar=progress, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-        log_every_n_steps=5,
-    )  # fmt: skip
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", ".*does not have many workers.*")
-        warnings.filterwarnings("ignore", ".*number of training batches.*")
-        warnings.filterwarnings("ignore", ".*no `val_dataloader`.*")
-        trainer.fit(module, loader)
-    return module
-
-
-class RandomFlips(torch.utils.data.Dataset):
-    """Training augmentation: flip each sample's tensors of 2+ dimensions (image, mask) with probability 1/2.
-
-    Examples:
-        >>> item = {"image": torch.arange(3.0).view(1, 1, 3), "mask": torch.arange(3).view(1, 3)}
-        >>> ds = RandomFlips([item], ("hflip",))
-        >>> seen = {tuple(ds[0]["mask"].flatten().tolist()) for _ in range(20)}
-        >>> sorted(seen)
-        [(0, 1, 2), (2, 1, 0)]
-    """
-
-    def __init__(self, dataset: Any, flips: Sequence[str]) -> None:
-        from lightning_segqa.tta import TTA_TRANSFORMS, check_tta
-
-        self.dataset, self.dims = dataset, [TTA_TRANSFORMS[f] for f in check_tta(flips)]
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        item = dict(self.dataset[index])
-        for dim in self.dims:
-            if bool(torch.rand(()) < 0.5):
-                item = {k: v.flip(dim) if isinstance(v, Tensor) and v.ndim >= 2 else v for k, v in item.items()}
-        return item
-
-
-@torch.inference_mode()
-def predict_probs(module: torch.nn.Module, images: Tensor, batch_size: int = 16, tta: Sequence[str] = ()) -> Tensor:
-    """Softmax of ``module(images)`` in eval mode, batch by batch, as float16 on the CPU.
-
-    ``tta`` (names from :data:`~lightning_segqa.tta.TTA_TRANSFORMS`): also predict each flipped
-    batch, flip its softmax back and average the probabilities per pixel.
-
-    Examples:
-        >>> from lightning_segqa.models import TinySegNet
-        >>> probs = predict_probs(TinySegNet(3, 4), torch.rand(3, 3, 8, 8), batch_size=2)
-        >>> probs.shape, probs.dtype, round(probs.float().sum(1).mean().item(), 2)
-        (torch.Size([3, 4, 8, 8]), torch.float16, 1.0)
-        >>> predict_probs(TinySegNet(3, 4), torch.rand(3, 3, 8, 8), tta=("hflip",)).shape
-        torch.Size([3, 4, 8, 8])
-    """
-    from lightning_segqa.tta import TTA_TRANSFORMS, check_tta
-
-    flips = [TTA_TRANSFORMS[name] for name in check_tta(tta)]
-    module.eval()
-    device = next(module.parameters()).device
-    out = []
-    for s in range(0, images.shape[0], batch_size):
-        x = images[s : s + batch_size].to(device)
-        probs = module(x).float().softmax(1)
-        for dim in flips:
-            probs += module(x.flip(dim)).float().softmax(1).flip(dim)
-        out.append((probs / (1 + len(flips))).half().cpu())
-    return torch.cat(out)
-
-
 def score_predictions(
     probs: Tensor,
     masks: Tensor,
@@ -261,115 +158,145 @@ def score_predictions(
     return report.detection()
 
 
-def _check_args(args: argparse.Namespace) -> None:
-    bad = [e for e in args.errors if e not in ERROR_KINDS]
-    bad += [m for m in args.models if m not in ARCHITECTURES]
+def _check_args(models: Sequence[str], errors: Sequence[str], epochs: int, batch_size: int) -> None:
+    bad = [e for e in errors if e not in ERROR_KINDS] + [m for m in models if m not in ARCHITECTURES]
     if bad:
         raise ValueError(f"unknown error kinds or models {bad}: errors are {ERROR_KINDS}, models {ARCHITECTURES}")
-    if args.epochs < 1 or args.batch_size < 1:
+    if epochs < 1 or batch_size < 1:
         raise ValueError("--epochs and --batch-size must be at least 1")
 
 
 def run_benchmark(
-    args: argparse.Namespace, data: BenchmarkData | None = None, echo: Callable[[str], Any] = print
+    *,
+    data_dir: str | Path = "../shared/data/camvid",
+    out: str | Path = "segqa_runs/benchmark",
+    models: Sequence[str] = ("deeplabv3plus", "fpn"),
+    errors: Sequence[str] = ("drop", "swap", "shift"),
+    encoder: str = "resnet18",
+    epochs: int = 4,
+    size: tuple[int, int] = (96, 128),
+    batch_size: int = 8,
+    device: str = "auto",
+    seed: int = 0,
+    lr: float = DEFAULT_LR,
+    augment: Sequence[str] = (),
+    tta: Sequence[str] = (),
+    encoder_weights: str | None = None,
+    markdown: str | Path | None = None,
+    progress: bool = True,
+    data: BenchmarkData | None = None,
+    echo: Callable[[str], Any] = print,
 ) -> BenchmarkResult:
     """Run (or re-score from the cache) every (error kind, model) and print Tables 1-4.
 
+    ``segqa benchmark`` calls it with its options (``--data`` is ``data_dir``); the defaults are the
+    command line's.
+
     Args:
-        args: the ``segqa benchmark`` namespace: ``data``, ``out``, ``models``, ``errors``,
-            ``encoder``, ``epochs``, ``size``, ``batch_size``, ``device``, ``seed``, ``markdown``
-            (optional: ``lr``, default :data:`DEFAULT_LR`; ``progress``, default True;
-            ``tta``, flip names: each model also scores flip-averaged predictions, reported as
-            column ``{model}+{flips}``; ``encoder_weights``, default None: random init;
-            ``augment``, flip names: random flips of the training images).
-        data: the splits to use instead of reading CamVid from ``args.data`` at ``args.size``.
+        data_dir: CamVid folder with ``train/`` and ``val/`` (``images/`` and ``masks/`` each).
+        out: output folder: the prediction cache, training logs and detection curves.
+        models: architectures to train (:data:`~lightning_segqa.experiments.models.ARCHITECTURES`).
+        errors: kinds of injected error (:data:`~lightning_segqa.noise.ERROR_KINDS`).
+        encoder: segmentation-models-pytorch encoder.
+        epochs: epochs per run.
+        size: ``(H, W)`` CamVid is resized to.
+        batch_size: images per batch.
+        device: ``cpu``, ``cuda``, ``mps`` or ``auto``.
+        seed: seed of the errors and the models.
+        lr: Adam learning rate.
+        augment: flip names: random flips of the training images (default: no augmentation).
+        tta: flip names: each model also scores flip-averaged predictions, reported as column
+            ``{model}+{flips}`` (default: none).
+        encoder_weights: pretrained encoder weights, e.g. ``"imagenet"`` (default None: random init).
+        markdown: a Markdown file that receives the tables, rewritten after every run (so an
+            interrupted run leaves its partial tables); None: no file.
+        progress: show Lightning's progress bars.
+        data: the splits to use instead of reading CamVid from ``data_dir`` at ``size``.
         echo: where progress lines and the tables go.
 
     Returns:
-        A :class:`BenchmarkResult`. ``args.markdown``, if set, receives the Markdown tables,
-        rewritten after every run (so an interrupted run leaves its partial tables).
+        A :class:`BenchmarkResult`.
+
+    Raises:
+        ValueError: an unknown error kind or model, or ``epochs``/``batch_size`` below 1.
 
     Examples:
         >>> import tempfile
-        >>> from lightning_segqa.data import make_street_scenes
+        >>> from lightning_segqa.experiments.synthetic import make_street_scenes
         >>> data = BenchmarkData(*make_street_scenes(8, 32, 32), *make_street_scenes(8, 32, 32, 1),
         ...                      num_classes=9, unlabeled_index=8)
         >>> with tempfile.TemporaryDirectory() as out:
-        ...     args = argparse.Namespace(out=out, models=["tiny"], errors=["swap"], epochs=1,
-        ...         encoder="resnet18", size=[32, 32], batch_size=8, device="cpu", seed=0,
-        ...         markdown=None, progress=False, tta=["hflip"])
-        ...     result = run_benchmark(args, data, echo=lambda s: None)
+        ...     result = run_benchmark(out=out, models=["tiny"], errors=["swap"], epochs=1, size=(32, 32),
+        ...         device="cpu", progress=False, tta=["hflip"], data=data, echo=lambda s: None)
         >>> sorted(result.metrics["swap"]["tiny"]["softmin"]), sorted(result.metrics["swap"])
         (['auprc', 'auroc', 'lift_at_100', 'lift_at_t'], ['tiny', 'tiny+hflip'])
     """
-    _check_args(args)
+    _check_args(models, errors, epochs, batch_size)
     if data is None:
-        echo(f"Loading CamVid from {args.data} at {args.size[0]}x{args.size[1]}...")
-        data = load_camvid(args.data, tuple(args.size))
+        echo(f"Loading CamVid from {data_dir} at {size[0]}x{size[1]}...")
+        data = load_camvid(data_dir, (size[0], size[1]))
     size = tuple(data.train_images.shape[-2:])
-    lr, progress = getattr(args, "lr", DEFAULT_LR), getattr(args, "progress", True)
-    tta, weights = tuple(getattr(args, "tta", None) or ()), getattr(args, "encoder_weights", None)
-    augment = tuple(getattr(args, "augment", None) or ())
+    tta, augment = tuple(tta or ()), tuple(augment or ())
     result = BenchmarkResult({})
-    for error in args.errors:
-        tn, tf, vn, vf = inject_before_split(data.train_masks, data.val_masks, error, args.seed, data.unlabeled_index)
+    for error in errors:
+        tn, tf, vn, vf = inject_before_split(data.train_masks, data.val_masks, error, seed, data.unlabeled_index)
         echo(
             f"[{error}] {int(tf.sum() + vf.sum())} of {len(tf) + len(vf)} images mislabeled "
             f"before the split: {int(tf.sum())}/{len(tf)} train, {int(vf.sum())}/{len(vf)} val"
         )
-        for model in args.models:
-            path = cache_path(args.out, error, model, args.encoder, size, args.epochs, args.seed)
-            meta: dict[str, Any] = {"lr": lr, "batch_size": args.batch_size}
-            if tta or weights or augment:  # other files: the plain runs' cache stays valid
-                meta.update(tta=list(tta), encoder_weights=weights, augment=list(augment))
-                extra = f"_{'+'.join(tta) or 'plain'}_{weights or 'random'}" + (
+        for model in models:
+            path = cache_path(out, error, model, encoder, size, epochs, seed)
+            meta: dict[str, Any] = {"lr": lr, "batch_size": batch_size}
+            if tta or encoder_weights or augment:  # other files: the plain runs' cache stays valid
+                meta.update(tta=list(tta), encoder_weights=encoder_weights, augment=list(augment))
+                extra = f"_{'+'.join(tta) or 'plain'}_{encoder_weights or 'random'}" + (
                     f"_aug-{'+'.join(augment)}" if augment else ""
                 )
                 path = path.with_name(f"{path.stem}{extra}{path.suffix}")
             entry = _load_cache(path, vn, vf, meta)
             if entry is None:
-                echo(f"[{error}/{model}] training {args.epochs} epoch(s) on {len(tf)} images...")
+                echo(f"[{error}/{model}] training {epochs} epoch(s) on {len(tf)} images...")
                 start = time.perf_counter()
                 module = train_model(
-                    TensorSegmentationDataset(data.train_images, tn, tf), data.num_classes, model, args.encoder,
-                    args.epochs, args.batch_size, lr, args.device, args.seed, Path(args.out) / "logs" / path.stem,
-                    progress, weights, augment,
+                    TensorSegmentationDataset(data.train_images, tn, tf), data.num_classes, model, encoder,
+                    epochs, batch_size, lr, device, seed, Path(out) / "logs" / path.stem,
+                    progress, encoder_weights, augment,
                 )  # fmt: skip
                 dtype = torch.uint8 if data.num_classes <= 256 else torch.int32
                 entry = {
-                    "probs": predict_probs(module, data.val_images, args.batch_size), "masks": vn.to(dtype),
+                    "probs": predict_probs(module, data.val_images, batch_size), "masks": vn.to(dtype),
                     "clean": data.val_masks.to(dtype), "is_mislabeled": vf, "meta": meta,
                     "train_seconds": time.perf_counter() - start,
                 }  # fmt: skip
                 if tta:
-                    entry["probs_tta"] = predict_probs(module, data.val_images, args.batch_size, tta)
+                    entry["probs_tta"] = predict_probs(module, data.val_images, batch_size, tta)
                 _save_cache(path, entry)
                 echo(f"[{error}/{model}] trained and predicted in {entry['train_seconds']:.0f} s; cached {path}")
             else:
                 echo(f"[{error}/{model}] re-scoring cached predictions {path}")
-            curves = Path(args.out) / "curves" / f"{error}_{model}.png"
+            curves = Path(out) / "curves" / f"{error}_{model}.png"
             det = score_predictions(
-                entry["probs"], entry["masks"], entry["is_mislabeled"], data.num_classes, args.batch_size, curves
+                entry["probs"], entry["masks"], entry["is_mislabeled"], data.num_classes, batch_size, curves
             )
             result.metrics.setdefault(error, {})[model] = det
             result.train_seconds.setdefault(error, {})[model] = float(entry["train_seconds"])
             if tta:
                 name = f"{model}+{'+'.join(tta)}"
-                curves = Path(args.out) / "curves" / f"{error}_{name}.png"
+                curves = Path(out) / "curves" / f"{error}_{name}.png"
                 result.metrics[error][name] = score_predictions(
                     entry["probs_tta"],
                     entry["masks"],
                     entry["is_mislabeled"],
                     data.num_classes,
-                    args.batch_size,
+                    batch_size,
                     curves,
                 )
                 result.train_seconds[error][name] = float(entry["train_seconds"])
             echo(f"[{error}/{model}] softmin AUROC {det['softmin']['auroc']:.3f}, AUPRC {det['softmin']['auprc']:.3f}")
-            if args.markdown:
-                atomic_write(args.markdown, result.tables(markdown=True) + "\n")
+            if markdown:
+                atomic_write(markdown, result.tables(markdown=True) + "\n")
     echo("")
     echo(result.tables())
-    if args.markdown:
-        echo(f"Markdown tables written to {args.markdown}")
+    if markdown:
+        echo(f"Markdown tables written to {markdown}")
     return result

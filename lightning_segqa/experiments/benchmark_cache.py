@@ -2,7 +2,7 @@
 
 :func:`cache_path` names the file; an entry is reused only when its settings and noisy masks match
 (otherwise it warns and the run is retrained), and is written atomically. Used by
-:mod:`lightning_segqa.benchmark`, which re-exports :func:`cache_path`.
+:mod:`lightning_segqa.experiments.benchmark`, which re-exports :func:`cache_path`.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 :class:`BenchmarkResult` holds the detection metrics of every (error kind, model) run;
 :func:`format_tables` lays them out as the paper's tables, rows :data:`PAPER_ROWS`, one table per
-entry of :data:`TABLES`. Used by :mod:`lightning_segqa.benchmark`, which re-exports these names.
+entry of :data:`TABLES`. Used by :mod:`lightning_segqa.experiments.benchmark`, which re-exports these names.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def format_tables(
 
     Args:
         metrics: ``metrics[error][model][method][metric]``, e.g. from
-            :func:`~lightning_segqa.benchmark.score_predictions`.
+            :func:`~lightning_segqa.experiments.benchmark.score_predictions`.
         errors: column order of error kinds (default: the keys of ``metrics``).
         models: column order of models within each kind (default: order of appearance).
         markdown: Markdown tables (best value of each column in bold) instead of plain text.

@@ -13,7 +13,7 @@ import torch
 from lightning_segqa.agreement import weak_model_message
 from lightning_segqa.callback import LabelQualityMonitor
 from lightning_segqa.cross_validation import CrossValidation
-from lightning_segqa.models import SegmentationModule
+from lightning_segqa.experiments.models import SegmentationModule
 from lightning_segqa.report import METHODS, LabelQualityReport, method_legend
 
 
@@ -120,7 +120,8 @@ def make_demo_dataset(
         >>> len(ds), int(ds.is_mislabeled.sum())
         (10, 3)
     """
-    from lightning_segqa.data import UNLABELED_INDEX, TensorSegmentationDataset, make_street_scenes
+    from lightning_segqa.data import TensorSegmentationDataset
+    from lightning_segqa.experiments.synthetic import UNLABELED_INDEX, make_street_scenes
     from lightning_segqa.noise import PAPER_FRACTIONS, inject_label_errors
     from lightning_segqa.seeding import derive_seed
 
@@ -148,7 +149,7 @@ def run_demo(
         >>> callable(run_demo)
         True
     """
-    from lightning_segqa.data import STREET_CLASSES, STREET_PALETTE
+    from lightning_segqa.experiments.synthetic import STREET_CLASSES, STREET_PALETTE
 
     config = config or TrainingConfig()
     start = time.perf_counter()
