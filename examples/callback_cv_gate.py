@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch import Trainer
 from torch.utils.data import DataLoader, Subset
 
-from lightning_segqa import CrossValidation, LabelQualityMonitor, evaluate_gate, indices_to_keep
+from lightning_segqa import CrossValidation, LabelQualityMonitor, evaluate_gate, indexes_to_keep
 from lightning_segqa.data import TensorSegmentationDataset
 from lightning_segqa.experiments import STREET_CLASSES, UNLABELED_INDEX, make_street_scenes
 from lightning_segqa.experiments.models import SegmentationModule
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> dict:
     decision = evaluate_gate(report, "softmin", threshold=0.1, max_suspect_fraction=0.05)
     print(decision.message)
 
-    keep = indices_to_keep(report, "softmin", threshold=None, k=int(truth.sum()))
+    keep = indexes_to_keep(report, "softmin", threshold=None, k=int(truth.sum()))
     dropped = sorted(set(range(len(dataset))) - set(keep.tolist()))
     caught = int(truth[dropped].sum())
     print(f"Retraining on {len(keep)} images; {caught} of the {len(dropped)} dropped images had injected errors.")

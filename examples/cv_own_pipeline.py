@@ -2,7 +2,7 @@
 
     python examples/cv_own_pipeline.py --out runs/own_pipeline
 
-Your data pipeline stays yours: ``datamodule_factory(fold, train_indices, heldout_indices)``
+Your data pipeline stays yours: ``datamodule_factory(fold, train_indexes, heldout_indexes)``
 returns a ``LightningDataModule`` whose training part uses training transforms (here: random
 horizontal flips and colour jitter) and whose held-out part uses evaluation transforms (none),
 so augmentation never leaks into the scores. Batches are tuples ``(image, mask, index)``; the
@@ -35,14 +35,14 @@ NUM_CLASSES = len(STREET_CLASSES)
 class StreetScenes(Dataset):
     """Tuple samples ``(image, mask, index)`` of some indexes, with an optional transform."""
 
-    def __init__(self, images, masks, indices, transform=None):
-        self.images, self.masks, self.indices, self.transform = images, masks, list(indices), transform
+    def __init__(self, images, masks, indexes, transform=None):
+        self.images, self.masks, self.indexes, self.transform = images, masks, list(indexes), transform
 
     def __len__(self):
-        return len(self.indices)
+        return len(self.indexes)
 
     def __getitem__(self, i):
-        index = self.indices[i]
+        index = self.indexes[i]
         image, mask = self.images[index], self.masks[index]
         if self.transform is not None:
             image, mask = self.transform(image, mask)
@@ -57,10 +57,10 @@ def train_transform(image, mask):
 
 
 class StreetDataModule(LightningDataModule):
-    def __init__(self, images, masks, train_indices, heldout_indices, batch_size=6):
+    def __init__(self, images, masks, train_indexes, heldout_indexes, batch_size=6):
         super().__init__()
-        self.train_set = StreetScenes(images, masks, train_indices, transform=train_transform)
-        self.heldout_set = StreetScenes(images, masks, heldout_indices)  # evaluation: no augmentation
+        self.train_set = StreetScenes(images, masks, train_indexes, transform=train_transform)
+        self.heldout_set = StreetScenes(images, masks, heldout_indexes)  # evaluation: no augmentation
         self.batch_size = batch_size
 
     def train_dataloader(self):

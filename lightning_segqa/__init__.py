@@ -7,7 +7,7 @@ image, their softmin (and six baselines).
 
 from lightning_segqa.callback import LabelQualityMonitor
 from lightning_segqa.cross_validation import CrossValidation, cross_validate, kfold_splits, merge_folds
-from lightning_segqa.gate import LabelQualityError, evaluate_gate, indices_to_keep
+from lightning_segqa.gate import LabelQualityError, evaluate_gate, indexes_to_keep
 from lightning_segqa.metric import LabelQuality
 from lightning_segqa.noise import inject_label_errors
 from lightning_segqa.report import METHODS, LabelQualityReport, detection_metrics
@@ -25,7 +25,7 @@ __all__ = [
     "cross_validate",
     "detection_metrics",
     "evaluate_gate",
-    "indices_to_keep",
+    "indexes_to_keep",
     "inject_label_errors",
     "kfold_splits",
     "merge_folds",

@@ -149,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     gate.add_argument("report", help="label_quality.json written by the monitor, the demo or the audit")
     gate.add_argument("--max-suspect-fraction", type=float, required=True, help="largest acceptable share of suspects")
-    gate.add_argument("--method", default="softmin", help="score that decides")
+    gate.add_argument("--method", default="softmin", help="method whose score decides")
     gate.add_argument(
         "--threshold",
         type=float,

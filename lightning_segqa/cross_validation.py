@@ -64,9 +64,10 @@ class CrossValidation:
     """Train K models on K folds and score every image with the model that held it out.
 
     Bring your data either as ``dataset`` (a map-style dataset whose samples the monitor reads;
-    the runner makes the loaders) or as ``datamodule_factory(fold, train_indices,
-    heldout_indices) -> LightningDataModule`` (your own pipeline: training transforms on the
-    training part, evaluation transforms on the held-out part). With a datamodule factory,
+    the runner makes the loaders) or as ``datamodule_factory(fold, train_indexes,
+    heldout_indexes) -> LightningDataModule`` (your own pipeline: training transforms on the
+    training part, evaluation transforms on the held-out part; called with positional arguments,
+    lists of dataset indexes, so name its parameters as you like). With a datamodule factory,
     ``dataset`` (if given) only counts and fingerprints the samples; else pass ``num_samples``.
 
     Args:
@@ -148,7 +149,7 @@ class CrossValidation:
         if isinstance(num_folds, bool) or not isinstance(num_folds, int) or num_folds < 2:
             raise ValueError(f"`num_folds` must be an int >= 2, got {num_folds!r}.")
         if datamodule_factory is not None and not callable(datamodule_factory):
-            raise TypeError("`datamodule_factory` must be callable as (fold, train_indices, heldout_indices).")
+            raise TypeError("`datamodule_factory` must be callable as (fold, train_indexes, heldout_indexes).")
         if dataset is None:
             if datamodule_factory is None:
                 raise ValueError("Pass `dataset=` (a map-style dataset) or `datamodule_factory=` with `num_samples=`.")

@@ -153,25 +153,25 @@ class IndexSplitDataModule(LightningDataModule):
     def __init__(
         self,
         dataset: Dataset,
-        train_indices: Sequence[int],
-        heldout_indices: Sequence[int],
+        train_indexes: Sequence[int],
+        heldout_indexes: Sequence[int],
         batch_size: int = 8,
         num_workers: int = 0,
     ) -> None:
         super().__init__()
         self.dataset = dataset
-        self.train_indices, self.heldout_indices = list(train_indices), list(heldout_indices)
+        self.train_indexes, self.heldout_indexes = list(train_indexes), list(heldout_indexes)
         self.batch_size, self.num_workers = batch_size, num_workers
 
     def train_dataloader(self) -> DataLoader:
         """Shuffled training part."""
         return DataLoader(
-            Subset(self.dataset, self.train_indices), self.batch_size, shuffle=True, num_workers=self.num_workers
+            Subset(self.dataset, self.train_indexes), self.batch_size, shuffle=True, num_workers=self.num_workers
         )
 
     def val_dataloader(self) -> DataLoader:
         """Held-out part, in order."""
-        return DataLoader(Subset(self.dataset, self.heldout_indices), self.batch_size, num_workers=self.num_workers)
+        return DataLoader(Subset(self.dataset, self.heldout_indexes), self.batch_size, num_workers=self.num_workers)
 
 
 def check_dataset(dataset: Any) -> int:
@@ -234,5 +234,5 @@ def check_heldout_loader(loaders: Any, fold: int, num_heldout: int) -> None:
     if len(loaders.dataset) != num_heldout:
         raise ValueError(
             f"{where} has {len(loaders.dataset)} samples but the fold holds out {num_heldout}: build it from "
-            "heldout_indices (e.g. Subset(eval_dataset, heldout_indices))."
+            "heldout_indexes (e.g. Subset(eval_dataset, heldout_indexes))."
         )

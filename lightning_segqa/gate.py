@@ -199,14 +199,14 @@ def evaluate_gate(
     )
 
 
-def indices_to_keep(
+def indexes_to_keep(
     report: LabelQualityReport,
     method: str = "softmin",
     threshold: float | None = None,
     k: int | None = None,
-    train_indices: Sequence[int] | Tensor | None = None,
+    train_indexes: Sequence[int] | Tensor | None = None,
 ) -> Tensor:
-    """Training indices with the suspects removed, to retrain on cleaner data.
+    """Training indexes with the suspects removed, to retrain on cleaner data.
 
     Args:
         report: the label-quality report.
@@ -214,18 +214,18 @@ def indices_to_keep(
         threshold: drop images scoring below it.
         k: drop (at most) the ``k`` worst images; with ``threshold`` both apply. With neither,
             the default rule (:data:`~lightning_segqa.suspect_rule.DEFAULT_RULE`) picks the images to drop.
-        train_indices: the indices to filter (default: every index in the report).
+        train_indexes: the indexes to filter (default: every index in the report).
 
     Returns:
-        Sorted int64 indices to keep.
+        Sorted int64 indexes to keep.
 
     Examples:
         >>> r = LabelQualityReport(torch.arange(4), {"softmin": torch.tensor([0.05, 0.5, 0.02, 0.9])})
-        >>> indices_to_keep(r, threshold=0.1).tolist()
+        >>> indexes_to_keep(r, threshold=0.1).tolist()
         [1, 3]
-        >>> indices_to_keep(r, threshold=None, k=1).tolist()
+        >>> indexes_to_keep(r, threshold=None, k=1).tolist()
         [0, 1, 3]
     """
     drop = report.suspects(method, k=k, threshold=threshold)
-    base = report.indexes if train_indices is None else torch.as_tensor(train_indices, dtype=torch.long)
+    base = report.indexes if train_indexes is None else torch.as_tensor(train_indexes, dtype=torch.long)
     return torch.sort(base[~torch.isin(base, drop)]).values

@@ -26,14 +26,14 @@ def dataset():
 class Tagged(Dataset):
     """Tuple samples ``(image, mask, index)``; records which indexes its transform saw."""
 
-    def __init__(self, base, indices, shift):
-        self.base, self.indices, self.shift, self.seen = base, list(indices), shift, []
+    def __init__(self, base, indexes, shift):
+        self.base, self.indexes, self.shift, self.seen = base, list(indexes), shift, []
 
     def __len__(self):
-        return len(self.indices)
+        return len(self.indexes)
 
     def __getitem__(self, i):
-        item = self.base[self.indices[i]]
+        item = self.base[self.indexes[i]]
         self.seen.append(int(item["index"]))
         return item["image"] + self.shift, item["mask"], item["index"]
 
@@ -82,7 +82,7 @@ def test_datamodule_factory_keeps_train_transforms_out_of_scoring(tmp_path, data
     )  # fmt: skip
     report = cv.run()
     assert report.indexes.tolist() == list(range(len(dataset)))
-    folds = [sorted(dm.held_set.indices) for dm in TupleData.made[-2:]]
+    folds = [sorted(dm.held_set.indexes) for dm in TupleData.made[-2:]]
     for dm, held in zip(TupleData.made[-2:], folds, strict=True):
         assert set(dm.train_set.seen) == set(range(len(dataset))) - set(held)  # augmented: training part only
         assert set(dm.held_set.seen) == set(held)

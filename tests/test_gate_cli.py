@@ -8,7 +8,7 @@ import torch
 
 from lightning_segqa import LabelQualityReport
 from lightning_segqa.cli import main
-from lightning_segqa.gate import LabelQualityError, evaluate_gate, indices_to_keep, suspect_fraction
+from lightning_segqa.gate import LabelQualityError, evaluate_gate, indexes_to_keep, suspect_fraction
 
 
 @pytest.fixture
@@ -27,11 +27,11 @@ def test_decision_values(report):
     assert suspect_fraction(report, "iou", 0.1) == pytest.approx(0.1)
 
 
-def test_indices_to_keep(report):
-    assert indices_to_keep(report, threshold=0.1).tolist() == [0, 20, 40, 60, 70, 80, 90]
-    assert indices_to_keep(report, threshold=None, k=2, train_indices=[10, 20, 30]).tolist() == [20]
+def test_indexes_to_keep(report):
+    assert indexes_to_keep(report, threshold=0.1).tolist() == [0, 20, 40, 60, 70, 80, 90]
+    assert indexes_to_keep(report, threshold=None, k=2, train_indexes=[10, 20, 30]).tolist() == [20]
     rule = report.suspects("softmin")  # neither k nor threshold: the default rule
-    assert indices_to_keep(report).tolist() == sorted(set(report.indexes.tolist()) - set(rule.tolist()))
+    assert indexes_to_keep(report).tolist() == sorted(set(report.indexes.tolist()) - set(rule.tolist()))
 
 
 def test_bad_gate_arguments(report):
