@@ -136,7 +136,7 @@ def test_audit_on_camvid_subset(tmp_path):
 
 def test_audit_says_where_everything_is_and_warns_about_unused_classes(tmp_path, capsys, monkeypatch):
     """The terminal part of the audit (training replaced by a stub that scores from the file names)."""
-    from lightning_segqa import pipelines
+    from lightning_segqa.experiments import pipelines
 
     images, masks = make_street_scenes(4, 16, 24, seed=0)
     stems = [f"shot_{i}" for i in range(4)]
