@@ -3,6 +3,10 @@
 Scores follow Lad & Mueller, "Estimating label quality and errors in semantic segmentation
 data via any model": per pixel, the out-of-sample probability of the annotated class; per
 image, their softmin (and six baselines).
+
+This package is the library a training script imports; the tooling of the ``segqa`` command line
+(built-in street scenes, models, the demo, audit and paper-benchmark jobs) is in
+:mod:`lightning_segqa.experiments`.
 """
 
 from lightning_segqa.callback import LabelQualityMonitor

@@ -127,9 +127,8 @@ def test_monitor_warns_at_the_end_of_a_fit_only_when_weak() -> None:
 
 @pytest.mark.parametrize("median", [0.3, 0.95])
 def test_demo_and_audit_print_the_warning(monkeypatch: pytest.MonkeyPatch, tmp_path: object, median: float) -> None:
-    from lightning_segqa.experiments import pipelines
     from lightning_segqa.data import write_folder_dataset
-    from lightning_segqa.experiments import make_street_scenes
+    from lightning_segqa.experiments import make_street_scenes, pipelines
 
     monkeypatch.setattr(pipelines, "run_cross_validation", lambda *args, **kwargs: _report(median))
     lines: list[str] = []
