@@ -60,7 +60,8 @@ def encode_names(names: Sequence[str] | None, batch: int, device: torch.device) 
     text = [str(v) for v in names]
     if any("\0" in v for v in text):
         raise ValueError("`names` must not contain NUL characters.")
-    blob = "".join(v + "\0" for v in text).encode("utf-8")
+    # surrogatepass: os.fsdecode keeps the bytes of an undecodable file name as lone surrogates
+    blob = "".join(v + "\0" for v in text).encode("utf-8", errors="surrogatepass")
     return torch.frombuffer(bytearray(blob), dtype=torch.uint8).to(device)
 
 
@@ -80,7 +81,7 @@ def decode_names(blob: Tensor, n: int, keep: Tensor) -> list[str] | None:
     parts = bytes(blob.cpu().tolist()).split(b"\0")
     if len(parts) != n + 1:
         raise RuntimeError(f"Corrupt `names` state: {len(parts) - 1} names for {n} images.")
-    return [parts[p].decode("utf-8", errors="replace") for p in keep.tolist()]
+    return [parts[p].decode("utf-8", errors="surrogatepass") for p in keep.tolist()]
 
 
 def mask_fingerprint(target: Tensor) -> Tensor:

@@ -41,7 +41,8 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
 
     Args:
         path: where the file goes.
-        data: text (written as UTF-8) or bytes.
+        data: text (written as UTF-8; a lone surrogate, as ``os.fsdecode`` makes of an undecodable
+            file name, as a backslash escape) or bytes.
 
     Raises:
         TypeError: ``data`` is neither ``str`` nor ``bytes``.
@@ -54,7 +55,7 @@ def atomic_write(path: str | os.PathLike, data: str | bytes) -> None:
     if not isinstance(data, (str, bytes, bytearray)):
         raise TypeError(f"`data` must be str or bytes, got {type(data).__name__}; serialise it first.")
     path = Path(path)
-    raw = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+    raw = data.encode("utf-8", errors="backslashreplace") if isinstance(data, str) else bytes(data)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:

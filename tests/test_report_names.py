@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+import os
 import warnings
 
 import pytest
@@ -130,3 +131,17 @@ def test_suspects_without_k_or_threshold_follow_the_default_rule():
     assert report.suspects("softmin").tolist() == [10, 34]  # worst first
     assert report.suspects("softmin", k=3).tolist() == [10, 34, int(report.ranking("softmin")[2])]
     assert len(report.suspects("softmin", threshold=0.6)) == 39  # NaN is never a suspect
+
+
+def test_an_undecodable_file_name_survives_the_state_and_the_files(tmp_path):
+    """``os.fsdecode`` turns bytes that are not UTF-8 into lone surrogates: nothing may fail on them."""
+    probs, target = batch(2)
+    metric = LabelQuality(3, methods=["softmin"])
+    odd = os.fsdecode(b"scan_\xff")
+    metric.update(probs, target, torch.arange(2), names=[odd, "b"])
+    report = metric.compute()
+    assert report.names == [odd, "b"]
+    report.to_json(tmp_path / "r.json")
+    assert LabelQualityReport.from_json(tmp_path / "r.json").names == [odd, "b"]
+    report.to_csv(tmp_path / "r.csv")
+    assert "scan_\\udcff" in (tmp_path / "r.csv").read_text(encoding="utf-8")
