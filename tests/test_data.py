@@ -316,3 +316,14 @@ def test_folder_max_class_id_leaves_ignore_index_out(tmp_path: Path) -> None:
     _write(only_ignored / "masks" / "z.png", np.full((8, 10), 255, np.uint8))
     Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(only_ignored / "images" / "z.png")
     assert FolderSegmentationDataset(only_ignored / "images", only_ignored / "masks", 3, 255).max_class_id is None
+
+
+def test_tensor_dataset_names_reach_the_items_and_bad_names_are_named():
+    images, masks = torch.rand(2, 3, 4, 4), torch.zeros(2, 4, 4, dtype=torch.long)
+    ds = TensorSegmentationDataset(images, masks, names=["left", "right"])
+    assert [ds[i]["name"] for i in range(2)] == ["left", "right"] and "name" not in TensorSegmentationDataset(
+        images, masks
+    )[0]
+    for bad in ("ab", ["only one"], [1, 2]):
+        with pytest.raises(ValueError, match="`names` must be a sequence of 2 strings"):
+            TensorSegmentationDataset(images, masks, names=bad)

@@ -50,6 +50,8 @@ def test_demo_reduced_finds_drop_errors(tmp_path, capsys):
     assert "tensorboard --logdir" in out and "AUROC" in out
     report = LabelQualityReport.from_json(tmp_path / "label_quality.json")
     assert report.indexes.tolist() == list(range(60))
+    assert report.names == [f"scene_{i:03d}" for i in range(60)]  # every output names the scene
+    assert "scene_" in out  # the ranked table too
     assert int(report.is_mislabeled.sum()) == 12  # 20% drop errors, the paper's default
     auroc = report.detection()["softmin"]["auroc"]
     assert auroc > 0.6, auroc

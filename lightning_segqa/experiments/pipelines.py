@@ -110,15 +110,15 @@ def make_demo_dataset(
     num_images: int = 120, height: int = 64, width: int = 96, error: str = "drop", fraction: float | None = None,
     seed: int = 0,
 ) -> torch.utils.data.Dataset:  # fmt: skip
-    """The demo's street scenes with injected errors (``is_mislabeled`` known).
+    """The demo's street scenes with injected errors (``is_mislabeled`` known), named ``scene_000``, ...
 
     Scenes, error images and folds each draw from their own stream of ``seed`` (see
     :func:`~lightning_segqa.seeding.derive_seed`), so the corrupted images spread over the folds.
 
     Examples:
         >>> ds = make_demo_dataset(10, 32, 32, "swap", 0.3)
-        >>> len(ds), int(ds.is_mislabeled.sum())
-        (10, 3)
+        >>> len(ds), int(ds.is_mislabeled.sum()), ds[7]["name"]
+        (10, 3, 'scene_007')
     """
     from lightning_segqa.data import TensorSegmentationDataset
     from lightning_segqa.experiments.synthetic import UNLABELED_INDEX, make_street_scenes
@@ -130,7 +130,8 @@ def make_demo_dataset(
     noisy, truth = inject_label_errors(
         masks, error, fraction, seed=derive_seed(seed, "errors"), unlabeled_index=UNLABELED_INDEX
     )
-    return TensorSegmentationDataset(images, noisy, truth)
+    names = [f"scene_{i:0{max(3, len(str(num_images - 1)))}d}" for i in range(num_images)]
+    return TensorSegmentationDataset(images, noisy, truth, names=names)
 
 
 def run_demo(
