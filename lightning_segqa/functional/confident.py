@@ -71,8 +71,10 @@ class ConfidentStats:
     num_valid: Tensor
 
 
-def confident_stats(prepared: PreparedInputs | PixelPass) -> ConfidentStats:
+def confident_stats(prepared: PreparedInputs | PixelPass, dtype: torch.dtype = torch.float32) -> ConfidentStats:
     """Collect one batch's confident-learning statistics at its (working) resolution.
+
+    ``dtype``: of the kept ``s`` and ``p_max`` values (float32 in the metric's states).
 
     Examples:
         >>> import torch
@@ -93,10 +95,10 @@ def confident_stats(prepared: PreparedInputs | PixelPass) -> ConfidentStats:
         class_sums=pp.class_sums,
         class_counts=pp.class_counts.int(),
         mis_counts=pp.mis_counts[1].int(),  # per predicted class
-        mis_s=s_flat[pp.mis_idx[order]].float(),
-        mis_pmax=pp.mis_pmax[order].float(),
+        mis_s=s_flat[pp.mis_idx[order]].to(dtype),
+        mis_pmax=pp.mis_pmax[order].to(dtype),
         low_counts=low.sum(1).int(),
-        low_s=pp.s[low].float(),
+        low_s=pp.s[low].to(dtype),
         num_valid=pp.num_valid,
     )
 
@@ -227,10 +229,8 @@ def batch_cutoff(pp: PixelPass) -> Tensor:
         >>> round(batch_cutoff(pp).item(), 4)
         0.2
     """
-    s_flat = pp.s.reshape(-1)
-    s_valid = s_flat if pp.valid is None else s_flat[pp.valid.view(-1)]
-    thresholds = _thresholds(pp.class_sums.sum(0), pp.class_counts.sum(0))
-    return _cutoff(pp.mis_pmax, pp.mis_pred, thresholds, s_valid)[1]
+    st = confident_stats(pp, pp.s.dtype)  # compared in the dtype of s
+    return confident_cutoff(st.class_sums, st.class_counts, st.mis_counts, st.mis_s, st.mis_pmax, st.low_s)[2]
 
 
 def _pass_and_issues(
@@ -355,9 +355,11 @@ def confident_learning_counts(
         >>> confident_learning_counts(probs, torch.tensor([[[0, 0, 1]]]), downsample=1)
         tensor([0.3333])
     """
-    pp, issues = _pass_and_issues(preds, target, downsample, ignore_index, input_format, validate_args, compile)
-    flagged = issues.reshape(pp.s.shape[0], -1).sum(-1)
-    return (1 - flagged.double() / pp.num_valid.double()).float()
+    from lightning_segqa.scores import REGISTRY, Settings, score_one_batch  # the method's unit (no import cycle)
+
+    checks = {"ignore_index": ignore_index, "input_format": input_format, "validate_args": validate_args}
+    settings = Settings(downsample=downsample, compile=compile)
+    return score_one_batch(REGISTRY["confident_learning_counts"], preds, target, settings, **checks).float()
 
 
 def local_scores_and_issues(
