@@ -58,7 +58,7 @@ def pixel_agreement(prepared: PreparedInputs) -> Tensor:
 
 
 def pass_agreement(pp: PixelPass) -> Tensor:
-    """:func:`pixel_agreement` read from a batch's pixel pass (its mispredicted pixels are counted there).
+    """:func:`pixel_agreement` read from a batch's pixel pass (which marks the mispredicted pixels).
 
     Args:
         pp: the batch's :class:`~lightning_segqa.functional.pixel.PixelPass` at full resolution.
@@ -73,7 +73,7 @@ def pass_agreement(pp: PixelPass) -> Tensor:
         >>> pass_agreement(pixel_pass(prepare_inputs(probs, torch.tensor([[[0, 0, 0, 1]]]))))
         tensor([0.7500])
     """
-    return (pp.num_valid - pp.mis_counts[0].sum(-1)).float() / pp.num_valid.float()
+    return (pp.num_valid - pp.wrong.sum(-1)).float() / pp.num_valid.float()
 
 
 def agreement_stats(agreement: Tensor) -> dict[str, float]:

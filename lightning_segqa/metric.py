@@ -29,7 +29,7 @@ from lightning_segqa.image_ids import (
 from lightning_segqa.log_guard import refuse_lightning_logging
 from lightning_segqa.report import LabelQualityReport
 from lightning_segqa.scores import REGISTRY, ScoreMethod, Settings, kept_rows, read_batch
-from lightning_segqa.scores.unit import NUM_VALID
+from lightning_segqa.scores.unit import NUM_VALID, check_finite_scores
 
 
 class LabelQuality(Metric):
@@ -380,26 +380,3 @@ class LabelQuality(Metric):
             current.append(value.to(self.device))
         self._update_count += 1  # loaded states count as an update: compute() has something to merge
         self._computed = None
-
-
-def check_finite_scores(scores: Tensor, num_valid: Tensor) -> None:
-    """Raise if an image with valid pixels scored NaN: its logits held NaN or +inf.
-
-    Args:
-        scores: ``(B,)`` one score of s alone (softmin or CIL) per image.
-        num_valid: ``(B,)`` valid pixels per image.
-
-    Raises:
-        ValueError: naming the batch positions of the images with NaN or infinite values.
-
-    Examples:
-        >>> check_finite_scores(torch.tensor([0.5, float("nan")]), torch.tensor([4.0, 4.0]))
-        Traceback (most recent call last):
-        ...
-        ValueError: `preds` contains NaN or infinite values (images at batch positions [1]).
-    """
-    bad = torch.isnan(scores) & (num_valid > 0)
-    if bool(bad.any()):
-        raise ValueError(
-            f"`preds` contains NaN or infinite values (images at batch positions {bad.nonzero().flatten().tolist()})."
-        )

@@ -71,10 +71,8 @@ class ConfidentStats:
     num_valid: Tensor
 
 
-def confident_stats(prepared: PreparedInputs | PixelPass, dtype: torch.dtype = torch.float32) -> ConfidentStats:
+def confident_stats(prepared: PreparedInputs | PixelPass) -> ConfidentStats:
     """Collect one batch's confident-learning statistics at its (working) resolution.
-
-    ``dtype``: of the kept ``s`` and ``p_max`` values (float32 in the metric's states).
 
     Examples:
         >>> import torch
@@ -95,10 +93,10 @@ def confident_stats(prepared: PreparedInputs | PixelPass, dtype: torch.dtype = t
         class_sums=pp.class_sums,
         class_counts=pp.class_counts.int(),
         mis_counts=pp.mis_counts[1].int(),  # per predicted class
-        mis_s=s_flat[pp.mis_idx[order]].to(dtype),
-        mis_pmax=pp.mis_pmax[order].to(dtype),
+        mis_s=s_flat[pp.mis_idx[order]].float(),
+        mis_pmax=pp.mis_pmax[order].float(),
         low_counts=low.sum(1).int(),
-        low_s=pp.s[low].to(dtype),
+        low_s=pp.s[low].float(),
         num_valid=pp.num_valid,
     )
 
@@ -108,16 +106,22 @@ def _thresholds(sums: Tensor, counts: Tensor) -> Tensor:
     return (sums / counts.double().clamp_min(1)).clamp_min(THRESHOLD_LOWER_BOUND)
 
 
-def _cutoff(mis_pmax: Tensor, mis_pred: Tensor, thresholds: Tensor, candidates: Tensor) -> tuple[Tensor, Tensor]:
-    """Number of issues (confident mispredictions) and the ``s`` value of the last one.
+def _cutoff(
+    class_sums: Tensor, class_counts: Tensor, mis_pmax: Tensor, mis_pred: Tensor, candidates: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The dataset-level step of :func:`confident_cutoff` and :func:`batch_cutoff`: thresholds, issues, cutoff.
 
-    ``candidates`` must hold the ``s`` of every mispredicted pixel, and may hold any others
+    ``class_sums``/``class_counts`` are ``(..., K)`` (summed over the leading dimensions);
+    ``mis_pmax``/``mis_pred`` give each mispredicted pixel's largest probability and predicted
+    class. ``candidates`` must hold the ``s`` of every mispredicted pixel, and may hold any others
     (the cutoff is the ``num_issues``-th smallest, and all mispredicted ``s`` lie below ``LOW_S``).
     """
+    k = class_sums.shape[-1]
+    thresholds = _thresholds(class_sums.reshape(-1, k).sum(0), class_counts.reshape(-1, k).sum(0))
     num_issues = (mis_pmax.double() >= (thresholds - COMPARISON_EPS)[mis_pred]).sum()
     if int(num_issues) == 0:
-        return num_issues, torch.tensor(float("-inf"), device=candidates.device)
-    return num_issues, kth_smallest(candidates, int(num_issues))  # in the dtype s is compared in
+        return thresholds, num_issues, torch.tensor(float("-inf"), device=candidates.device)
+    return thresholds, num_issues, kth_smallest(candidates, int(num_issues))  # in the dtype s is compared in
 
 
 def kth_smallest(values: Tensor, k: int) -> Tensor:
@@ -180,13 +184,11 @@ def confident_cutoff(
         (1, 0.2)
     """
     k = class_sums.shape[-1]
-    thresholds = _thresholds(class_sums.reshape(-1, k).sum(0), class_counts.reshape(-1, k).sum(0))
     pred_class = torch.repeat_interleave(
         torch.arange(k, device=mis_s.device).repeat(mis_counts.reshape(-1, k).shape[0]),
         mis_counts.reshape(-1).long(),
     )
-    num_issues, cutoff = _cutoff(mis_pmax, pred_class, thresholds, torch.cat([mis_s, low_s]))
-    return thresholds, num_issues, cutoff
+    return _cutoff(class_sums, class_counts, mis_pmax, pred_class, torch.cat([mis_s, low_s]))
 
 
 def issue_counts_per_image(mis_counts: Tensor, mis_s: Tensor, cutoff: Tensor) -> Tensor:
@@ -229,8 +231,9 @@ def batch_cutoff(pp: PixelPass) -> Tensor:
         >>> round(batch_cutoff(pp).item(), 4)
         0.2
     """
-    st = confident_stats(pp, pp.s.dtype)  # compared in the dtype of s
-    return confident_cutoff(st.class_sums, st.class_counts, st.mis_counts, st.mis_s, st.mis_pmax, st.low_s)[2]
+    s_flat = pp.s.reshape(-1)
+    s_valid = s_flat if pp.valid is None else s_flat[pp.valid.view(-1)]
+    return _cutoff(pp.class_sums, pp.class_counts, pp.mis_pmax, pp.mis_pred, s_valid)[2]
 
 
 def _pass_and_issues(

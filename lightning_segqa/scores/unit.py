@@ -24,7 +24,16 @@ from lightning_segqa.functional.pixel import PixelPass, pixel_pass
 from lightning_segqa.functional.pooling import downsample as _downsample
 from lightning_segqa.functional.thresholded import DEFAULT_THRESHOLDS, threshold_grid
 
-__all__ = ["BatchPass", "ScoreMethod", "Settings", "image_score", "kept_rows", "read_batch"]
+__all__ = [
+    "BatchPass",
+    "ScoreMethod",
+    "Settings",
+    "check_finite_scores",
+    "image_score",
+    "kept_rows",
+    "read_batch",
+    "score_one_batch",
+]
 
 #: what a method reads of a batch: ``"label"`` the label probabilities ``s`` only (softmin, CIL:
 #: :func:`~lightning_segqa.functional.local.local_scores` computes them from its label kernel),
@@ -265,3 +274,26 @@ def score_one_batch(method: ScoreMethod, preds: Tensor, target: Tensor, settings
     states = method.update(batch, settings)
     states[NUM_VALID] = batch.num_valid
     return method.compute(kept_rows(method, states), settings)[0]
+
+
+def check_finite_scores(scores: Tensor, num_valid: Tensor) -> None:
+    """Raise if an image with valid pixels scored NaN: its logits held NaN or +inf.
+
+    Args:
+        scores: ``(B,)`` one score of s alone (softmin or CIL) per image.
+        num_valid: ``(B,)`` valid pixels per image.
+
+    Raises:
+        ValueError: naming the batch positions of the images with NaN or infinite values.
+
+    Examples:
+        >>> check_finite_scores(torch.tensor([0.5, float("nan")]), torch.tensor([4.0, 4.0]))
+        Traceback (most recent call last):
+        ...
+        ValueError: `preds` contains NaN or infinite values (images at batch positions [1]).
+    """
+    bad = torch.isnan(scores) & (num_valid > 0)
+    if bool(bad.any()):
+        raise ValueError(
+            f"`preds` contains NaN or infinite values (images at batch positions {bad.nonzero().flatten().tolist()})."
+        )
