@@ -37,7 +37,8 @@ class LabelQuality(Metric):
 
     Feed it out-of-sample softmax outputs (or logits) batch by batch with each image's dataset
     index; :meth:`compute` returns a :class:`~lightning_segqa.LabelQualityReport` with one
-    score per image and method (lower = more likely mislabeled). Scores that depend on one
+    score per image and method (lower = more likely mislabeled). Each method is a unit of
+    :data:`~lightning_segqa.scores.REGISTRY` that keeps its own states: scores that depend on one
     image only are computed in ``update``; thresholded CCP and confident learning keep small
     per-image summaries (see ``docs/metric.md`` for bytes per image and per pixel), never the
     probabilities. Everything runs on the metric's device.
@@ -47,8 +48,8 @@ class LabelQuality(Metric):
 
     Args:
         num_classes: number of classes ``K``.
-        methods: which of the seven scores to compute (default: all of
-            :data:`~lightning_segqa.report.METHODS`).
+        methods: which of the registered scores to compute (default: all of
+            :data:`~lightning_segqa.scores.REGISTRY`, the seven of :data:`~lightning_segqa.METHODS`).
         temperature: softmin temperature (paper: 0.1).
         ignore_index: class id excluded from every score (e.g. 255).
         input_format: ``"auto"``, ``"probs"`` or ``"logits"``.
@@ -239,7 +240,7 @@ class LabelQuality(Metric):
         """Score one batch and append it to the states; the states stay untouched when it raises."""
         units, settings = self._units, self._settings()
         # scores of s alone (softmin, CIL) need no scan of the logits: a NaN score reveals bad values
-        s_only = self.input_format == "logits" and all(u.s_only for u in units)
+        s_only = self.input_format == "logits" and all(u.s_only and u.per_image for u in units)
         checks = {"num_classes": self.num_classes, "ignore_index": self.ignore_index}
         checks.update(input_format=self.input_format, validate_args=self.validate_args, scan_logits=not s_only)
         # one checked pass at full resolution (the agreement reads it too); the working one on demand

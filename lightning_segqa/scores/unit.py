@@ -83,8 +83,8 @@ class ScoreMethod:
             of its states (``(n, width)``, or 1-D for ragged ones) and ``num_valid`` ``(n,)``;
             ``scores`` is ``(n,)`` in the order of the rows, ``details`` goes into the report.
         ragged: state -> the state whose per-image row sums count its values (lists of pixels).
-        s_only: True when ``update`` reads nothing but ``s`` (the logits then need no scan of
-            their own: a NaN score reveals bad values).
+        s_only: True for a per-image score that reads nothing but ``s`` (the logits then need no
+            scan of their own: a NaN score reveals bad values).
     """
 
     name: str
