@@ -73,7 +73,9 @@ def pass_agreement(pp: PixelPass) -> Tensor:
         >>> pass_agreement(pixel_pass(prepare_inputs(probs, torch.tensor([[[0, 0, 0, 1]]]))))
         tensor([0.7500])
     """
-    return (pp.num_valid - pp.wrong.sum(-1)).float() / pp.num_valid.float()
+    counted = vars(pp).get("mis_counts")  # already counted for a score (CCP, IoU, confident learning)
+    wrong = pp.wrong.sum(-1) if counted is None else counted[0].sum(-1)
+    return (pp.num_valid - wrong).float() / pp.num_valid.float()
 
 
 def agreement_stats(agreement: Tensor) -> dict[str, float]:

@@ -237,17 +237,23 @@ def kept_rows(method: ScoreMethod, states: Mapping[str, Tensor], keep: Tensor | 
     """
     num_valid = states[NUM_VALID]
     n = num_valid.numel()
-    keep = torch.ones(n, dtype=torch.bool, device=num_valid.device) if keep is None else keep
-    out = {NUM_VALID: num_valid[keep]}
+    out = {NUM_VALID: num_valid if keep is None else num_valid[keep]}
     for name in method.states:
         value = states[name]
-        if name in method.ragged:  # a list of values per image: keep those of kept images
+        if keep is None:  # every image: rows as they are
+            out[name] = value if name in method.ragged else _rows(value, n)
+        elif name in method.ragged:  # a list of values per image: keep those of kept images
             counts = states[method.ragged[name]].reshape(n, -1).sum(-1).long()
             owner = torch.repeat_interleave(torch.arange(n, device=value.device), counts)
             out[name] = value[keep.to(value.device)[owner]]
         else:
-            out[name] = value.view(n, value.numel() // max(n, 1))[keep.to(value.device)]
+            out[name] = _rows(value, n)[keep.to(value.device)]
     return out
+
+
+def _rows(value: Tensor, n: int) -> Tensor:
+    """A 1-D state of ``n`` images as ``(n, width)`` rows."""
+    return value.reshape(n, value.numel() // max(n, 1))
 
 
 def score_one_batch(method: ScoreMethod, preds: Tensor, target: Tensor, settings: Settings, **checks: object) -> Tensor:
