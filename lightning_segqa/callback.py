@@ -21,10 +21,7 @@ from lightning_segqa.monitor_publish import is_remote, publish_report, scalar_va
 from lightning_segqa.monitor_state import export_state, merge_exported
 from lightning_segqa.outputs import OutputReader
 from lightning_segqa.publishing import run_dir_of
-from lightning_segqa.report import (
-    LabelQualityReport,
-    wait_for_writes,
-)
+from lightning_segqa.report import LabelQualityReport, wait_for_writes
 from lightning_segqa.scores import per_image
 from lightning_segqa.suspects import SuspectHeap
 

@@ -150,14 +150,9 @@ class LabelQuality(Metric):
         return [REGISTRY[m] for m in self.methods]
 
     def _settings(self) -> Settings:
-        return Settings(
-            temperature=self.temperature,
-            downsample=self.downsample,
-            connectivity=self.connectivity,
-            grid=self.grid,
-            uniform_grid=self._uniform_grid,
-            compile=self.compiled_kernels,
-        )
+        """The settings the methods read (the threshold grid as the buffer on the metric's device)."""
+        grid, uniform = self.grid, self._uniform_grid
+        return Settings(self.temperature, self.downsample, self.connectivity, grid, uniform, self.compiled_kernels)
 
     @property
     def _forward_cache(self) -> Any:
