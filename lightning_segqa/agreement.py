@@ -18,6 +18,7 @@ from torch import Tensor
 from torchmetrics.utilities import rank_zero_warn
 
 from lightning_segqa.functional._inputs import PreparedInputs
+from lightning_segqa.functional.pixel import PixelPass
 
 #: a typical image (the median) must agree with its mask on at least this share of pixels
 MIN_AGREEMENT = 0.65
@@ -54,6 +55,27 @@ def pixel_agreement(prepared: PreparedInputs) -> Tensor:
     valid = prepared.valid.reshape(b, -1)
     count = valid.sum(-1).float()
     return (agree & valid).sum(-1).float() / count  # 0 / 0 = NaN for an image without valid pixels
+
+
+def pass_agreement(pp: PixelPass) -> Tensor:
+    """:func:`pixel_agreement` read from a batch's pixel pass (which marks the mispredicted pixels).
+
+    Args:
+        pp: the batch's :class:`~lightning_segqa.functional.pixel.PixelPass` at full resolution.
+
+    Returns:
+        ``(B,)`` float32 agreement in [0, 1] (NaN for an image without valid pixels).
+
+    Examples:
+        >>> from lightning_segqa.functional._inputs import prepare_inputs
+        >>> from lightning_segqa.functional.pixel import pixel_pass
+        >>> probs = torch.tensor([[[[0.9, 0.2, 0.6, 0.5]], [[0.1, 0.8, 0.4, 0.5]]]])
+        >>> pass_agreement(pixel_pass(prepare_inputs(probs, torch.tensor([[[0, 0, 0, 1]]]))))
+        tensor([0.7500])
+    """
+    counted = vars(pp).get("mis_counts")  # already counted for a score (CCP, IoU, confident learning)
+    wrong = pp.wrong.sum(-1) if counted is None else counted[0].sum(-1)
+    return (pp.num_valid - wrong).float() / pp.num_valid.float()
 
 
 def agreement_stats(agreement: Tensor) -> dict[str, float]:

@@ -13,10 +13,11 @@ from lightning_segqa.functional._inputs import PreparedInputs
 class BatchScores:
     """Per-image scores of one batch, as ``metric(preds, target, indexes=...)`` returns them.
 
-    Only the scores that depend on one image are here: ``softmin``, ``confidence_in_label``,
-    ``correctly_classified_pixels``, ``iou`` and ``connected_components`` (those the metric
-    computes). Thresholded CCP and confident learning depend on the whole dataset: they appear
-    in :meth:`~lightning_segqa.LabelQuality.compute`'s report only.
+    Only the scores that depend on one image are here (the computed methods whose unit in
+    :data:`~lightning_segqa.scores.REGISTRY` is ``per_image``: ``softmin``, ``confidence_in_label``,
+    ``correctly_classified_pixels``, ``iou``, ``connected_components``). Thresholded CCP and
+    confident learning depend on the whole dataset: they appear in
+    :meth:`~lightning_segqa.LabelQuality.compute`'s report only.
 
     Attributes:
         indexes: ``(B,)`` dataset index of each image, on the metric's device.

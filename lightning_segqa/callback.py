@@ -13,7 +13,6 @@ from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 from torch import Tensor
 
 from lightning_segqa.agreement import warn_if_weak_model
-from lightning_segqa.functional.local import LOCAL_METHODS
 from lightning_segqa.gate import ON_FAIL, GateDecision, LabelQualityError, check_gate_args, evaluate_gate
 from lightning_segqa.loggers.steps import scalar_step
 from lightning_segqa.metric import LabelQuality
@@ -22,10 +21,8 @@ from lightning_segqa.monitor_publish import is_remote, publish_report, scalar_va
 from lightning_segqa.monitor_state import export_state, merge_exported
 from lightning_segqa.outputs import OutputReader
 from lightning_segqa.publishing import run_dir_of
-from lightning_segqa.report import (
-    LabelQualityReport,
-    wait_for_writes,
-)
+from lightning_segqa.report import LabelQualityReport, wait_for_writes
+from lightning_segqa.scores import per_image
 from lightning_segqa.suspects import SuspectHeap
 
 
@@ -188,8 +185,8 @@ class LabelQualityMonitor(Callback):
         self.on_fail = on_fail
         self.start_epoch = start_epoch
         # the heap ranks by a per-image score: rank_by when it is one, else softmin/first local
-        per_image = [m for m in self.metric.methods if m in (*LOCAL_METHODS, "connected_components")]
-        self.heap_method = rank_by if rank_by in per_image else (per_image[0] if per_image else None)
+        ranked = [m for m in self.metric.methods if per_image(m)]  # scores known after each batch
+        self.heap_method = rank_by if rank_by in ranked else (ranked[0] if ranked else None)
         self.heap = SuspectHeap(top_k if self.heap_method else 0, downsample=self.metric.downsample)
         self.draw_pictures = draw_pictures
         self.report: LabelQualityReport | None = None

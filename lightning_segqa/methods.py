@@ -1,48 +1,37 @@
-"""The scoring methods' names: the full names a report uses, the short ones its tables show."""
+"""The scoring methods' names, from :data:`~lightning_segqa.scores.REGISTRY`: full, short and long."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+from lightning_segqa.scores.registry import REGISTRY
+
 #: every per-image scoring method, the paper's softmin first
-METHODS: tuple[str, ...] = (
-    "softmin",
-    "confidence_in_label",
-    "correctly_classified_pixels",
-    "thresholded_ccp",
-    "iou",
-    "connected_components",
-    "confident_learning_counts",
-)
+METHODS: tuple[str, ...] = tuple(REGISTRY)
 
 #: method -> the short name used as a table column
-SHORT_NAMES: dict[str, str] = {
-    "softmin": "SM",
-    "confidence_in_label": "CIL",
-    "correctly_classified_pixels": "CCP",
-    "thresholded_ccp": "TCCP",
-    "iou": "IoU",
-    "connected_components": "CoCo",
-    "confident_learning_counts": "CLC",
-}
+SHORT_NAMES: dict[str, str] = {name: unit.short for name, unit in REGISTRY.items()}
 
 #: method -> how a legend explains it
-LONG_NAMES: dict[str, str] = {
-    "softmin": "softmin (the paper method)",
-    "confidence_in_label": "mean confidence in the given label",
-    "correctly_classified_pixels": "share of correctly classified pixels",
-    "thresholded_ccp": "thresholded CCP",
-    "iou": "intersection over union",
-    "connected_components": "connected components",
-    "confident_learning_counts": "confident-learning issue counts",
-}
+LONG_NAMES: dict[str, str] = {name: unit.long for name, unit in REGISTRY.items()}
+
+
+def short_name(method: str) -> str:
+    """The table column of a method (a name outside the registry is shown as it is).
+
+    Examples:
+        >>> short_name("softmin"), short_name("my_score")
+        ('SM', 'my_score')
+    """
+    unit = REGISTRY.get(method)
+    return method if unit is None else unit.short
 
 
 def method_legend(methods: Sequence[str]) -> str:
     """One line explaining the short method names used in tables.
 
     Args:
-        methods: the methods shown (names outside :data:`METHODS` are shown as they are).
+        methods: the methods shown (names outside the registry are shown as they are).
 
     Returns:
         ``"SM = softmin (the paper method), ...; lower = more likely mislabeled."``
@@ -56,6 +45,6 @@ def method_legend(methods: Sequence[str]) -> str:
     """
     if isinstance(methods, str):
         raise TypeError(f"`methods` must be a sequence of method names, got the string {methods!r}.")
-    return ", ".join(f"{SHORT_NAMES.get(m, m)} = {LONG_NAMES.get(m, m)}" for m in methods) + (
-        "; lower = more likely mislabeled."
-    )
+    units = {m: REGISTRY.get(m) for m in methods}
+    parts = [f"{m} = {m}" if u is None else f"{u.short} = {u.long}" for m, u in units.items()]
+    return ", ".join(parts) + "; lower = more likely mislabeled."

@@ -13,23 +13,12 @@ from torchmetrics.utilities.data import dim_zero_cat
 from torchmetrics.utilities.exceptions import TorchMetricsUserError
 
 from lightning_segqa.agreement import DETAILS_KEY as _AGREEMENT_KEY
-from lightning_segqa.agreement import agreement_stats, pixel_agreement
+from lightning_segqa.agreement import agreement_stats, pass_agreement
 from lightning_segqa.batch_scores import BatchScores
-from lightning_segqa.confident_merge import CL_STATES, confident_score
-from lightning_segqa.first_pass import check_finite_scores, first_pass
 from lightning_segqa.functional._inputs import check_format
-from lightning_segqa.functional.class_confidence import class_confidence_sums, class_thresholds
-from lightning_segqa.functional.coco import coco_from_prepared
-from lightning_segqa.functional.confident import confident_stats
+from lightning_segqa.functional.class_confidence import class_thresholds
 from lightning_segqa.functional.fused import check_compile
-from lightning_segqa.functional.pixel import pixel_pass
-from lightning_segqa.functional.pooling import downsample as _downsample
-from lightning_segqa.functional.thresholded import (
-    DEFAULT_THRESHOLDS,
-    tccp_counts,
-    tccp_from_counts,
-    threshold_grid,
-)
+from lightning_segqa.functional.thresholded import DEFAULT_THRESHOLDS, threshold_grid
 from lightning_segqa.image_ids import (
     check_indexes,
     decode_names,
@@ -38,7 +27,9 @@ from lightning_segqa.image_ids import (
     warn_conflicting_repeats,
 )
 from lightning_segqa.log_guard import refuse_lightning_logging
-from lightning_segqa.report import METHODS, LabelQualityReport
+from lightning_segqa.report import LabelQualityReport
+from lightning_segqa.scores import REGISTRY, ScoreMethod, Settings, kept_rows, read_batch
+from lightning_segqa.scores.unit import NUM_VALID, check_finite_scores
 
 
 class LabelQuality(Metric):
@@ -46,7 +37,8 @@ class LabelQuality(Metric):
 
     Feed it out-of-sample softmax outputs (or logits) batch by batch with each image's dataset
     index; :meth:`compute` returns a :class:`~lightning_segqa.LabelQualityReport` with one
-    score per image and method (lower = more likely mislabeled). Scores that depend on one
+    score per image and method (lower = more likely mislabeled). Each method is a unit of
+    :data:`~lightning_segqa.scores.REGISTRY` that keeps its own states: scores that depend on one
     image only are computed in ``update``; thresholded CCP and confident learning keep small
     per-image summaries (see ``docs/metric.md`` for bytes per image and per pixel), never the
     probabilities. Everything runs on the metric's device.
@@ -56,8 +48,8 @@ class LabelQuality(Metric):
 
     Args:
         num_classes: number of classes ``K``.
-        methods: which of the seven scores to compute (default: all of
-            :data:`~lightning_segqa.report.METHODS`).
+        methods: which of the registered scores to compute (default: all of
+            :data:`~lightning_segqa.scores.REGISTRY`, the seven of :data:`~lightning_segqa.METHODS`).
         temperature: softmin temperature (paper: 0.1).
         ignore_index: class id excluded from every score (e.g. 255).
         input_format: ``"auto"``, ``"probs"`` or ``"logits"``.
@@ -108,10 +100,10 @@ class LabelQuality(Metric):
         super().__init__(**kwargs)
         if not isinstance(num_classes, int) or isinstance(num_classes, bool) or num_classes < 2:
             raise ValueError(f"`num_classes` must be an int >= 2, got {num_classes!r}.")
-        methods = list(METHODS if methods is None else methods)
-        unknown = [m for m in methods if m not in METHODS]
+        methods = list(REGISTRY if methods is None else methods)
+        unknown = [m for m in methods if m not in REGISTRY]
         if unknown or not methods:
-            raise ValueError(f"`methods` must be a non-empty subset of {METHODS}, got {methods!r}.")
+            raise ValueError(f"`methods` must be a non-empty subset of {tuple(REGISTRY)}, got {methods!r}.")
         if not isinstance(temperature, (int, float)) or not temperature > 0:
             raise ValueError(f"`temperature` must be a positive number, got {temperature!r}.")
         if ignore_index is not None and not isinstance(ignore_index, int):
@@ -146,16 +138,21 @@ class LabelQuality(Metric):
         # image names as NUL-terminated UTF-8 bytes (gathered with the scores); a hash of each given mask
         self.add_state("names", default=[], dist_reduce_fx="cat")
         self.add_state("mask_fingerprint", default=[], dist_reduce_fx="cat")
-        for m in methods:
-            if m != "thresholded_ccp" and m != "confident_learning_counts":
-                self.add_state(f"score_{m}", default=[], dist_reduce_fx="cat")
-        if "thresholded_ccp" in methods:
-            self.add_state("tccp_counts", default=[], dist_reduce_fx="cat")
+        for unit in self._units:  # each method's own states (see lightning_segqa.scores)
+            for name in unit.states:
+                self.add_state(name, default=[], dist_reduce_fx="cat")
         for name in ("conf_sums", "conf_counts"):  # filled only while `track_class_confidence`
             self.add_state(name, default=[], dist_reduce_fx="cat")
-        if "confident_learning_counts" in methods:
-            for name in CL_STATES:
-                self.add_state(name, default=[], dist_reduce_fx="cat")
+
+    @property
+    def _units(self) -> list[ScoreMethod]:
+        """The chosen methods' units, in the order of ``methods``."""
+        return [REGISTRY[m] for m in self.methods]
+
+    def _settings(self) -> Settings:
+        """The settings the methods read (the threshold grid as the buffer on the metric's device)."""
+        grid, uniform = self.grid, self._uniform_grid
+        return Settings(self.temperature, self.downsample, self.connectivity, grid, uniform, self.compiled_kernels)
 
     @property
     def _forward_cache(self) -> Any:
@@ -236,14 +233,18 @@ class LabelQuality(Metric):
         names: Sequence[str] | None,
     ) -> BatchScores:
         """Score one batch and append it to the states; the states stay untouched when it raises."""
-        # softmin and CIL read only s: logits need no separate scan, a NaN score reveals bad values
-        s_only = self.input_format == "logits" and set(self.methods) <= {"softmin", "confidence_in_label"}
-        prepared, first, scores = first_pass(self, preds, target, scan_logits=not s_only)
+        units, settings = self._units, self._settings()
+        # scores of s alone (softmin, CIL) need no scan of the logits: a NaN score reveals bad values
+        s_only = self.input_format == "logits" and all(u.s_only and u.per_image for u in units)
+        checks = {"num_classes": self.num_classes, "ignore_index": self.ignore_index}
+        checks.update(input_format=self.input_format, validate_args=self.validate_args, scan_logits=not s_only)
+        # one checked pass at full resolution (the agreement reads it too); the working one on demand
+        batch = read_batch(preds, target, units, settings, pixels=True, **checks)
         b = preds.shape[0]
         idx = check_indexes(indexes, b, self.device)
         name_bytes = encode_names(names, b, self.device)
         if b == 0:  # e.g. an uneven split across processes: nothing to add
-            return BatchScores(idx, {m: v.float() for m, v in scores.items()}, prepared)
+            return BatchScores(idx, {}, batch.prepared)
         if is_mislabeled is None:
             truth = torch.full((b,), -1.0, device=self.device)  # unknown (not NaN: MetricCollection compares states)
         else:
@@ -253,41 +254,21 @@ class LabelQuality(Metric):
             truth = truth_t.to(device=self.device, dtype=torch.float32)
         new: dict[str, Tensor] = {"indexes": idx, "is_mislabeled": truth, "names": name_bytes}
         new["mask_fingerprint"] = mask_fingerprint(torch.as_tensor(target)).to(self.device)
-        if prepared.all_valid:
-            new["num_valid"] = torch.full((b,), float(prepared.valid[0].numel()), device=self.device)
-        else:
-            new["num_valid"] = prepared.valid.reshape(b, -1).sum(-1).float()
-        for m, value in scores.items():
-            new[f"score_{m}"] = value.float()
+        new[NUM_VALID] = batch.num_valid
+        for unit in units:
+            out = unit.update(batch, settings)
+            new.update({k: v.float() for k, v in out.items()} if unit.per_image else out)
+        scores = {u.name: u.compute(kept_rows(u, new), settings)[0] for u in units if u.per_image}
         if s_only and self.validate_args:
-            check_finite_scores(new, self.methods[0])
-        ccp = new.get("score_correctly_classified_pixels")  # the same quantity: reuse it when computed
-        new["agreement"] = pixel_agreement(prepared).float() if ccp is None else ccp
-        if "thresholded_ccp" in self.methods:
-            new["tccp_counts"] = tccp_counts(prepared, self.grid, self._uniform_grid).flatten().float()
-        if "connected_components" in self.methods or "confident_learning_counts" in self.methods:
-            small = first or pixel_pass(_downsample(prepared, self.downsample), self.compiled_kernels)
-            if "connected_components" in self.methods:
-                new["score_connected_components"] = coco_from_prepared(small, self.connectivity).float()
-            if "confident_learning_counts" in self.methods:
-                st = confident_stats(small)
-                new.update(
-                    cl_sums=st.class_sums.flatten(),
-                    cl_counts=st.class_counts.flatten().float(),
-                    cl_mis_counts=st.mis_counts.flatten().float(),
-                    cl_mis_s=st.mis_s,
-                    cl_mis_pmax=st.mis_pmax,
-                    cl_low_counts=st.low_counts.float(),
-                    cl_low_s=st.low_s,
-                    cl_valid=st.num_valid.float(),
-                )
+            check_finite_scores(scores[units[0].name], new[NUM_VALID])
+        new["agreement"] = pass_agreement(batch.full)
         if self.track_class_confidence:
-            conf_sums, conf_counts = class_confidence_sums(prepared)
-            new.update(conf_sums=conf_sums.flatten(), conf_counts=conf_counts.flatten())
+            full = batch.full  # per class: sums of s over its pixels, and their count
+            new.update(conf_sums=full.class_sums.flatten(), conf_counts=full.class_counts.double().flatten())
         # all work is done: only now touch the states, so a failed update changes nothing
         for name, value in new.items():
             getattr(self, name).append(value)
-        return BatchScores(idx, {m[6:]: v for m, v in new.items() if m.startswith("score_")}, prepared)
+        return BatchScores(idx, scores, batch.prepared)
 
     def compute(self) -> LabelQualityReport:
         """Merge everything seen so far into a report (repeated indexes kept once, ordered by index).
@@ -306,25 +287,21 @@ class LabelQuality(Metric):
         keep = perm[first]  # positions of the first occurrence of each index, by index
         keep_mask = torch.zeros(n, dtype=torch.bool, device=idx.device)
         keep_mask[keep] = True
-        scores: dict[str, Tensor] = {}
+        order = torch.argsort(idx[keep_mask])  # kept rows (in state order) -> by index
         details: dict[str, Any] = {
             "num_classes": self.num_classes,
             "temperature": self.temperature,
             "downsample": self.downsample,
             "ignore_index": self.ignore_index,
         }
-        for m in self.methods:
-            if m == "thresholded_ccp":
-                counts = dim_zero_cat(self.tccp_counts).view(n, self.num_classes, -1)[keep_mask]
-                nv = dim_zero_cat(self.num_valid)[keep_mask]
-                tccp, best = tccp_from_counts(counts, nv)
-                scores[m] = tccp.to(idx.device)[torch.argsort(idx[keep_mask])]
-                details["tccp_thresholds"] = self.grid[best].tolist()
-            elif m == "confident_learning_counts":
-                scores[m], cl_details = confident_score(self, n, keep_mask, idx)
-                details.update(cl_details)
-            else:
-                scores[m] = dim_zero_cat(getattr(self, f"score_{m}"))[keep]
+        units, settings = self._units, self._settings()
+        states = {name: dim_zero_cat(getattr(self, name)) for u in units for name in u.states}
+        states[NUM_VALID] = dim_zero_cat(self.num_valid)
+        scores: dict[str, Tensor] = {}
+        for unit in units:
+            unit_scores, unit_details = unit.compute(kept_rows(unit, states, keep_mask), settings)
+            scores[unit.name] = unit_scores.to(idx.device)[order]
+            details.update(unit_details)
         warn_conflicting_repeats(dim_zero_cat(self.mask_fingerprint)[perm], first)
         names = decode_names(dim_zero_cat(self.names), n, keep)
         if isinstance(self.conf_sums, Tensor) or self.conf_sums:  # every image tracked: thresholds
@@ -348,7 +325,7 @@ class LabelQuality(Metric):
             is_mislabeled = None
         else:
             is_mislabeled = truth.bool().cpu()
-        empty = int((dim_zero_cat(self.num_valid)[keep] == 0).sum())
+        empty = int((states[NUM_VALID][keep] == 0).sum())
         if empty:
             warnings.warn(
                 f"{empty} image(s) have no valid pixel (all `ignore_index`); they score NaN.", UserWarning, stacklevel=2

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from lightning_segqa.detection import DETECTION_METRICS
-from lightning_segqa.methods import SHORT_NAMES
+from lightning_segqa.methods import short_name
 
 if TYPE_CHECKING:
     from lightning_segqa.report import LabelQualityReport
@@ -22,7 +22,7 @@ def table_columns(report: LabelQualityReport) -> list[str]:
         ['rank', 'index', 'name', 'SM']
     """
     columns = ["rank", "index", *(["name"] if report.names is not None else [])]
-    columns += [SHORT_NAMES.get(m, m) for m in report.methods]
+    columns += [short_name(m) for m in report.methods]
     if report.is_mislabeled is not None:
         columns.append("error")
     return columns

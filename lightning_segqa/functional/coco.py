@@ -20,7 +20,6 @@ from torch import Tensor
 
 from lightning_segqa.functional._inputs import PreparedInputs
 from lightning_segqa.functional.components import label_connected_components
-from lightning_segqa.functional.confident import checked_pixel_pass
 from lightning_segqa.functional.pixel import PixelPass, pixel_pass
 
 
@@ -93,6 +92,8 @@ def connected_components(
         >>> connected_components(probs, torch.tensor([[[0, 0, 1]]]), downsample=1)
         tensor([0.4250])
     """
+    from lightning_segqa.scores import REGISTRY, Settings, score_one_batch  # the method's unit (no import cycle)
+
     checks = {"ignore_index": ignore_index, "input_format": input_format, "validate_args": validate_args}
-    pp = checked_pixel_pass(preds, target, downsample, compile=compile, **checks)[1]
-    return coco_from_prepared(pp, connectivity)
+    settings = Settings(downsample=downsample, connectivity=connectivity, compile=compile)
+    return score_one_batch(REGISTRY["connected_components"], preds, target, settings, **checks)

@@ -106,16 +106,22 @@ def _thresholds(sums: Tensor, counts: Tensor) -> Tensor:
     return (sums / counts.double().clamp_min(1)).clamp_min(THRESHOLD_LOWER_BOUND)
 
 
-def _cutoff(mis_pmax: Tensor, mis_pred: Tensor, thresholds: Tensor, candidates: Tensor) -> tuple[Tensor, Tensor]:
-    """Number of issues (confident mispredictions) and the ``s`` value of the last one.
+def _cutoff(
+    class_sums: Tensor, class_counts: Tensor, mis_pmax: Tensor, mis_pred: Tensor, candidates: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The dataset-level step of :func:`confident_cutoff` and :func:`batch_cutoff`: thresholds, issues, cutoff.
 
-    ``candidates`` must hold the ``s`` of every mispredicted pixel, and may hold any others
+    ``class_sums``/``class_counts`` are ``(..., K)`` (summed over the leading dimensions);
+    ``mis_pmax``/``mis_pred`` give each mispredicted pixel's largest probability and predicted
+    class. ``candidates`` must hold the ``s`` of every mispredicted pixel, and may hold any others
     (the cutoff is the ``num_issues``-th smallest, and all mispredicted ``s`` lie below ``LOW_S``).
     """
+    k = class_sums.shape[-1]
+    thresholds = _thresholds(class_sums.reshape(-1, k).sum(0), class_counts.reshape(-1, k).sum(0))
     num_issues = (mis_pmax.double() >= (thresholds - COMPARISON_EPS)[mis_pred]).sum()
     if int(num_issues) == 0:
-        return num_issues, torch.tensor(float("-inf"), device=candidates.device)
-    return num_issues, kth_smallest(candidates, int(num_issues))  # in the dtype s is compared in
+        return thresholds, num_issues, torch.tensor(float("-inf"), device=candidates.device)
+    return thresholds, num_issues, kth_smallest(candidates, int(num_issues))  # in the dtype s is compared in
 
 
 def kth_smallest(values: Tensor, k: int) -> Tensor:
@@ -178,13 +184,11 @@ def confident_cutoff(
         (1, 0.2)
     """
     k = class_sums.shape[-1]
-    thresholds = _thresholds(class_sums.reshape(-1, k).sum(0), class_counts.reshape(-1, k).sum(0))
     pred_class = torch.repeat_interleave(
         torch.arange(k, device=mis_s.device).repeat(mis_counts.reshape(-1, k).shape[0]),
         mis_counts.reshape(-1).long(),
     )
-    num_issues, cutoff = _cutoff(mis_pmax, pred_class, thresholds, torch.cat([mis_s, low_s]))
-    return thresholds, num_issues, cutoff
+    return _cutoff(class_sums, class_counts, mis_pmax, pred_class, torch.cat([mis_s, low_s]))
 
 
 def issue_counts_per_image(mis_counts: Tensor, mis_s: Tensor, cutoff: Tensor) -> Tensor:
@@ -229,8 +233,7 @@ def batch_cutoff(pp: PixelPass) -> Tensor:
     """
     s_flat = pp.s.reshape(-1)
     s_valid = s_flat if pp.valid is None else s_flat[pp.valid.view(-1)]
-    thresholds = _thresholds(pp.class_sums.sum(0), pp.class_counts.sum(0))
-    return _cutoff(pp.mis_pmax, pp.mis_pred, thresholds, s_valid)[1]
+    return _cutoff(pp.class_sums, pp.class_counts, pp.mis_pmax, pp.mis_pred, s_valid)[2]
 
 
 def _pass_and_issues(
@@ -355,9 +358,11 @@ def confident_learning_counts(
         >>> confident_learning_counts(probs, torch.tensor([[[0, 0, 1]]]), downsample=1)
         tensor([0.3333])
     """
-    pp, issues = _pass_and_issues(preds, target, downsample, ignore_index, input_format, validate_args, compile)
-    flagged = issues.reshape(pp.s.shape[0], -1).sum(-1)
-    return (1 - flagged.double() / pp.num_valid.double()).float()
+    from lightning_segqa.scores import REGISTRY, Settings, score_one_batch  # the method's unit (no import cycle)
+
+    checks = {"ignore_index": ignore_index, "input_format": input_format, "validate_args": validate_args}
+    settings = Settings(downsample=downsample, compile=compile)
+    return score_one_batch(REGISTRY["confident_learning_counts"], preds, target, settings, **checks).float()
 
 
 def local_scores_and_issues(

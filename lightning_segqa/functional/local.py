@@ -179,10 +179,12 @@ def _public(name: str, doc_example: str):  # noqa: ANN202 - small factory for th
     ) -> Tensor:
         if not temperature > 0:
             raise ValueError(f"`temperature` must be > 0, got {temperature}.")
+        from lightning_segqa.scores import REGISTRY, Settings, score_one_batch  # the method's unit (no import cycle)
+
         checks = {"ignore_index": ignore_index, "input_format": input_format, "validate_args": validate_args}
-        return checked_local_scores(preds, target, temperature=temperature, methods=(name,), compile=compile, **checks)[
-            1
-        ][name]
+        return score_one_batch(
+            REGISTRY[name], preds, target, Settings(temperature=temperature, compile=compile), **checks
+        )
 
     score.__name__ = score.__qualname__ = name
     score.__doc__ = doc_example

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs
+from lightning_segqa.functional._inputs import PreparedInputs
 
 DEFAULT_THRESHOLDS = 20
 
@@ -61,6 +61,7 @@ def tccp_counts(prepared: PreparedInputs, grid: Tensor, uniform: int | None = No
 
     Examples:
         >>> import torch
+        >>> from lightning_segqa.functional._inputs import prepare_inputs
         >>> p = prepare_inputs(torch.tensor([[[[0.9, 0.2]], [[0.1, 0.8]]]]), torch.tensor([[[0, 1]]]))
         >>> tccp_counts(p, threshold_grid(2))[0]
         tensor([[1, 2],
@@ -149,14 +150,9 @@ def thresholded_ccp(
         >>> thresholded_ccp(probs, torch.tensor([[[0, 1]], [[0, 1]]]), thresholds=4)
         tensor([1.0000, 0.5000])
     """
-    prepared = prepare_inputs(
-        preds,
-        target,
-        ignore_index=ignore_index,
-        input_format=input_format,
-        validate_args=validate_args,
-    )
-    grid = threshold_grid(thresholds, prepared.probs.device)
-    counts = tccp_counts(prepared, grid, thresholds if isinstance(thresholds, int) else None)
-    num_valid = prepared.valid.reshape(prepared.valid.shape[0], -1).sum(-1)
-    return tccp_from_counts(counts, num_valid)[0]
+    from lightning_segqa.scores import REGISTRY, Settings, score_one_batch  # the method's unit (no import cycle)
+
+    grid = threshold_grid(thresholds, getattr(preds, "device", None))
+    settings = Settings(grid=grid, uniform_grid=thresholds if isinstance(thresholds, int) else None)
+    checks = {"ignore_index": ignore_index, "input_format": input_format, "validate_args": validate_args}
+    return score_one_batch(REGISTRY["thresholded_ccp"], preds, target, settings, **checks)
