@@ -48,19 +48,16 @@ def confident_score(metric: Any, n: int, keep_mask: Tensor, idx: Tensor) -> tupl
     """
     k = metric.num_classes
     mis_counts = dim_zero_cat(metric.cl_mis_counts).view(n, k)
-    low_counts = dim_zero_cat(metric.cl_low_counts)
     mis_s, mis_pmax, low_s = (dim_zero_cat(getattr(metric, a)) for a in ("cl_mis_s", "cl_mis_pmax", "cl_low_s"))
-    img_of_mis = torch.repeat_interleave(torch.arange(n, device=idx.device), mis_counts.sum(-1).long())
-    img_of_low = torch.repeat_interleave(torch.arange(n, device=idx.device), low_counts.long())
-    mis_keep, low_keep = keep_mask[img_of_mis], keep_mask[img_of_low]
-    sums = dim_zero_cat(metric.cl_sums).view(n, k)[keep_mask]
-    counts = dim_zero_cat(metric.cl_counts).view(n, k)[keep_mask]
-    kept_mis_counts = mis_counts[keep_mask]
-    thresholds, num_issues, cutoff = confident_cutoff(
-        sums, counts, kept_mis_counts, mis_s[mis_keep], mis_pmax[mis_keep], low_s[low_keep]
-    )
-    flagged = issue_counts_per_image(kept_mis_counts, mis_s[mis_keep], cutoff)
-    valid = dim_zero_cat(metric.cl_valid)[keep_mask]
+    sums, counts = dim_zero_cat(metric.cl_sums).view(n, k), dim_zero_cat(metric.cl_counts).view(n, k)
+    valid = dim_zero_cat(metric.cl_valid)
+    if not bool(keep_mask.all()):  # repeated indexes: only the kept images' pixels count
+        mis_keep = keep_mask.repeat_interleave(mis_counts.sum(-1).long())
+        low_keep = keep_mask.repeat_interleave(dim_zero_cat(metric.cl_low_counts).long())
+        mis_s, mis_pmax, low_s = mis_s[mis_keep], mis_pmax[mis_keep], low_s[low_keep]
+        mis_counts, sums, counts, valid = mis_counts[keep_mask], sums[keep_mask], counts[keep_mask], valid[keep_mask]
+    thresholds, num_issues, cutoff = confident_cutoff(sums, counts, mis_counts, mis_s, mis_pmax, low_s)
+    flagged = issue_counts_per_image(mis_counts, mis_s, cutoff)
     score = (1 - flagged.double() / valid.double())[torch.argsort(idx[keep_mask])]
     return score, {
         "cl_cutoff": float(cutoff),
