@@ -38,12 +38,12 @@ import torch
 from torch import Tensor
 
 from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs, prepare_with_pass
+from lightning_segqa.functional.kernels import LOW_S  # above any mispredicted pixel's s (see the docstring)
 from lightning_segqa.functional.pixel import PixelPass, pixel_pass
 from lightning_segqa.functional.pooling import downsample as _downsample
 
 THRESHOLD_LOWER_BOUND = 2e-6
 COMPARISON_EPS = 1e-6
-LOW_S = 0.51  # above any mispredicted pixel's s (see the module docstring)
 KTH_DIRECT_MAX = 1 << 16  # up to this many values `kth_smallest` calls `torch.kthvalue` directly
 
 
@@ -87,18 +87,21 @@ def confident_stats(prepared: PreparedInputs | PixelPass) -> ConfidentStats:
     s_flat = pp.s.reshape(-1)
     # group by image, then predicted class (the key fits int32: a radix sort on CPU)
     order = torch.argsort((pp.mis_img * k + pp.mis_pred).int(), stable=True)
-    # correctly classified, low confidence: (s <= LOW_S) > wrong is (s <= LOW_S) and not wrong
-    low = torch.gt(pp.s <= LOW_S, pp.wrong)
-    if pp.valid is not None:
-        low &= pp.valid
+    if pp.low_flags is not None:  # from the compiled pass: correctly classified, s <= LOW_S
+        low_counts, low_s = pp.low_counts, pp.s.view(-1).take(pp.low_flags.view(-1).nonzero().squeeze(1))
+    else:  # (s <= LOW_S) > wrong: low confidence and not mispredicted
+        low = torch.gt(pp.s <= LOW_S, pp.wrong)
+        if pp.valid is not None:
+            low &= pp.valid
+        low_counts, low_s = low.sum(1), pp.s.masked_select(low)
     return ConfidentStats(
         class_sums=pp.class_sums,
         class_counts=pp.class_counts.int(),
         mis_counts=pp.mis_counts[1].int(),  # per predicted class
         mis_s=s_flat.take(pp.mis_idx[order]).float(),
         mis_pmax=pp.mis_pmax[order].float(),
-        low_counts=low.sum(1).int(),
-        low_s=pp.s.masked_select(low).float(),
+        low_counts=low_counts.int(),
+        low_s=low_s.float(),
         num_valid=pp.num_valid,
     )
 
