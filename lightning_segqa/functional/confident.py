@@ -88,7 +88,7 @@ def confident_stats(prepared: PreparedInputs | PixelPass) -> ConfidentStats:
     # group by image, then predicted class (the key fits int32: a radix sort on CPU)
     order = torch.argsort((pp.mis_img * k + pp.mis_pred).int(), stable=True)
     if pp.low_flags is not None:  # from the compiled pass: correctly classified, s <= LOW_S
-        low_counts, low_s = pp.low_counts, pp.s.view(-1).take(pp.low_flags.view(-1).nonzero().squeeze(1))
+        low_counts, low_s = pp.low_counts, pp.s.view(-1).index_select(0, pp.low_flags.view(-1).nonzero().squeeze(1))
     else:  # (s <= LOW_S) > wrong: low confidence and not mispredicted
         low = torch.gt(pp.s <= LOW_S, pp.wrong)
         if pp.valid is not None:
@@ -98,7 +98,7 @@ def confident_stats(prepared: PreparedInputs | PixelPass) -> ConfidentStats:
         class_sums=pp.class_sums,
         class_counts=pp.class_counts.int(),
         mis_counts=pp.mis_counts[1].int(),  # per predicted class
-        mis_s=s_flat.take(pp.mis_idx[order]).float(),
+        mis_s=s_flat.index_select(0, pp.mis_idx[order]).float(),
         mis_pmax=pp.mis_pmax[order].float(),
         low_counts=low_counts.int(),
         low_s=low_s.float(),

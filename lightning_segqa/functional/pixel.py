@@ -283,8 +283,11 @@ class PixelPass:
 
     @cached_property
     def _mis_pos(self) -> tuple[Tensor, Tensor]:
-        flags = self.wrong if self._wrong_flags is None else self._wrong_flags
-        img, pix = flags.nonzero().unbind(1)
+        if self._wrong_flags is not None:  # compiled pass: positions from one flat `nonzero`
+            npix = self.s.shape[1]
+            img = torch.div(self.mis_idx, npix, rounding_mode="floor")
+            return img, self.mis_idx - img * npix
+        img, pix = self.wrong.nonzero().unbind(1)
         return img, pix
 
     @property
@@ -295,18 +298,20 @@ class PixelPass:
     @cached_property
     def mis_idx(self) -> Tensor:
         """``(M,)`` flat positions (into ``B * P``) of valid mispredicted pixels, ascending."""
+        if self._wrong_flags is not None:
+            return self._wrong_flags.view(-1).nonzero().squeeze(1)
         img, pix = self._mis_pos
         return img * self.s.shape[1] + pix
 
     @cached_property
     def _mis_max(self) -> tuple[Tensor, Tensor]:
         if self._cell is not None:  # compiled pass: the predicted class is known everywhere
-            img, pix = self._mis_pos
             k = self.num_classes
-            pred = (self._cell.view(-1)[self.mis_idx] % (k * k + 1) % k).long()
-            if self._flat.is_contiguous():
-                npix = self._flat.shape[2]
-                return self._flat.view(-1).take((img * k + pred) * npix + pix), pred
+            pred = (self._cell.view(-1).index_select(0, self.mis_idx) % (k * k + 1) % k).long()
+            if self._flat.is_contiguous():  # (img, pred, pix) lies (img * (K - 1) + pred) * P after (img, 0, pix)
+                where = self.mis_idx + (self.mis_img * (k - 1) + pred) * self._flat.shape[2]
+                return self._flat.view(-1).index_select(0, where), pred
+            img, pix = self._mis_pos
             return self._flat[img, pred, pix], pred
         rows = self._flat.transpose(1, 2)[self._mis_pos]  # (M, K)
         return rows.max(dim=1)
