@@ -266,7 +266,8 @@ class LabelQuality(Metric):
         if "thresholded_ccp" in self.methods:
             new["tccp_counts"] = tccp_counts(prepared, self.grid, self._uniform_grid).flatten().float()
         if "connected_components" in self.methods or "confident_learning_counts" in self.methods:
-            small = first or pixel_pass(_downsample(prepared, self.downsample), self.compiled_kernels)
+            compile = self.compiled_kernels
+            small = first or pixel_pass(_downsample(prepared, self.downsample, compile), compile)
             if "connected_components" in self.methods:
                 new["score_connected_components"] = coco_from_prepared(small, self.connectivity).float()
             if "confident_learning_counts" in self.methods:

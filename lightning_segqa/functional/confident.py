@@ -295,7 +295,7 @@ def checked_pixel_pass(
     """
     if downsample != 1:
         prepared = prepare_inputs(preds, target, compile=compile, **checks)  # type: ignore[arg-type]
-        return prepared, pixel_pass(_downsample(prepared, downsample), compile)
+        return prepared, pixel_pass(_downsample(prepared, downsample, compile), compile)
 
     def first_pass(candidate: PreparedInputs) -> tuple[PixelPass, Tensor] | None:
         pp = PixelPass.checked(candidate, compile)

@@ -59,6 +59,7 @@ _KERNELS: dict[str, Callable] = {
     "pixel_core": kernels._pixel_core,
     "value_stats": kernels._value_stats,
     "weighted_sums": kernels._weighted_sums,
+    "block_mean": kernels._block_mean,
 }
 _OPTIONS = {
     # the labels are clamped into [0, K) before every use as an index: no bounds check needed
@@ -326,3 +327,24 @@ def weighted_sums(s: Tensor, valid: Tensor | None, temperature: float) -> tuple[
     """
     out = _run("weighted_sums", s, valid, -1.0 / temperature)
     return None if out is None else (out[0], out[1])
+
+
+def block_mean(probs: Tensor, factor: int) -> Tensor | None:
+    """``F.avg_pool2d(probs, factor)`` in one pass, to the bit, for a power-of-two ``factor``.
+
+    Args:
+        probs: ``(B, K, H, W)`` float32 or float64, ``H`` and ``W`` multiples of ``factor``.
+        factor: block size, a power of two (the division by ``factor**2`` is then exact).
+
+    Returns:
+        ``(B, K, H / factor, W / factor)`` block means, or None when the kernels cannot be
+        compiled here.
+
+    Examples:
+        >>> x = torch.arange(16.0).view(1, 1, 4, 4)
+        >>> out = block_mean(x, 2)
+        >>> out is None or out.flatten().tolist() == [2.5, 4.5, 10.5, 12.5]
+        True
+    """
+    out = _run("block_mean", probs, factor)
+    return None if out is None else out

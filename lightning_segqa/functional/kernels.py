@@ -123,5 +123,17 @@ def _weighted_sums(s: Tensor, valid: Tensor | None, neg_inv_t: float) -> tuple[T
     return (w * s).sum(-1), w.sum(-1)
 
 
+def _block_mean(probs: Tensor, factor: int) -> Tensor:
+    # the sums in the order of `avg_pool2d` (rows of the block, then columns), then its division
+    b, k, h, w = probs.shape
+    blocks = probs.view(b, k, h // factor, factor, w // factor, factor)
+    total = blocks[:, :, :, 0, :, 0]
+    for i in range(factor):
+        for j in range(factor):
+            if i or j:
+                total = total + blocks[:, :, :, i, :, j]
+    return total / (factor * factor)
+
+
 # last: `fused` imports this module; the class loop reads its limit when a kernel is traced
 from lightning_segqa.functional import fused  # noqa: E402
