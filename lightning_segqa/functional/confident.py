@@ -85,7 +85,7 @@ def confident_stats(prepared: PreparedInputs | PixelPass) -> ConfidentStats:
     pp = prepared if isinstance(prepared, PixelPass) else pixel_pass(prepared)
     k = pp.num_classes
     s_flat = pp.s.reshape(-1)
-    # group by image, then predicted class (the key fits int32: a radix sort on CPU)
+    # group by image, then predicted class
     order = torch.argsort((pp.mis_img * k + pp.mis_pred).int(), stable=True)
     if pp.low_flags is not None:  # from the compiled pass: correctly classified, s <= LOW_S
         low_counts, low_s = pp.low_counts, pp.s.view(-1).index_select(0, pp.low_flags.view(-1).nonzero().squeeze(1))

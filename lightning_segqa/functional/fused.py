@@ -10,6 +10,7 @@ Eager PyTorch reads the probabilities ``(B, K, *spatial)`` once per operation: t
   mispredicted pixels and every pixel's cell of its image's confusion matrix, from which CCP,
   IoU and confident learning follow by one ``bincount``;
 * :func:`value_stats`: the checks alone, for scores that read the probabilities their own way.
+* :func:`block_mean`: the block means of :func:`~lightning_segqa.functional.pooling.downsample`.
 
 With ``check=True`` the first two also return the value statistics (:data:`STATS`) that
 :func:`~lightning_segqa.functional._inputs.prepare_with_pass` turns into the usual errors and
