@@ -298,8 +298,9 @@ class LabelQuality(Metric):
         states = {name: dim_zero_cat(getattr(self, name)) for u in units for name in u.states}
         states[NUM_VALID] = dim_zero_cat(self.num_valid)
         scores: dict[str, Tensor] = {}
+        rows_kept = None if bool(first.all()) else keep_mask  # no repeats: no gathers of the ragged states
         for unit in units:
-            unit_scores, unit_details = unit.compute(kept_rows(unit, states, keep_mask), settings)
+            unit_scores, unit_details = unit.compute(kept_rows(unit, states, rows_kept), settings)
             scores[unit.name] = unit_scores.to(idx.device)[order]
             details.update(unit_details)
         warn_conflicting_repeats(dim_zero_cat(self.mask_fingerprint)[perm], first)

@@ -31,18 +31,19 @@ probabilities per pixel plus its scores.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs, prepare_with_pass
+from lightning_segqa.functional.kernels import LOW_S  # above any mispredicted pixel's s (see the docstring)
 from lightning_segqa.functional.pixel import PixelPass, pixel_pass
 from lightning_segqa.functional.pooling import downsample as _downsample
 
 THRESHOLD_LOWER_BOUND = 2e-6
 COMPARISON_EPS = 1e-6
-LOW_S = 0.51  # above any mispredicted pixel's s (see the module docstring)
 KTH_DIRECT_MAX = 1 << 16  # up to this many values `kth_smallest` calls `torch.kthvalue` directly
 
 
@@ -84,19 +85,23 @@ def confident_stats(prepared: PreparedInputs | PixelPass) -> ConfidentStats:
     pp = prepared if isinstance(prepared, PixelPass) else pixel_pass(prepared)
     k = pp.num_classes
     s_flat = pp.s.reshape(-1)
-    mis_code = pp.mis_img * k + pp.mis_pred
-    order = torch.argsort(mis_code, stable=True)  # group by image, then predicted class
-    low = (pp.s <= LOW_S) & ~pp.wrong  # correctly classified, low confidence
-    if pp.valid is not None:
-        low &= pp.valid
+    # group by image, then predicted class
+    order = torch.argsort((pp.mis_img * k + pp.mis_pred).int(), stable=True)
+    if pp.low_flags is not None:  # from the compiled pass: correctly classified, s <= LOW_S
+        low_counts, low_s = pp.low_counts, pp.s.view(-1).index_select(0, pp.low_flags.view(-1).nonzero().squeeze(1))
+    else:  # (s <= LOW_S) > wrong: low confidence and not mispredicted
+        low = torch.gt(pp.s <= LOW_S, pp.wrong)
+        if pp.valid is not None:
+            low &= pp.valid
+        low_counts, low_s = low.sum(1), pp.s.masked_select(low)
     return ConfidentStats(
         class_sums=pp.class_sums,
         class_counts=pp.class_counts.int(),
         mis_counts=pp.mis_counts[1].int(),  # per predicted class
-        mis_s=s_flat[pp.mis_idx[order]].float(),
+        mis_s=s_flat.index_select(0, pp.mis_idx[order]).float(),
         mis_pmax=pp.mis_pmax[order].float(),
-        low_counts=low.sum(1).int(),
-        low_s=pp.s[low].float(),
+        low_counts=low_counts.int(),
+        low_s=low_s.float(),
         num_valid=pp.num_valid,
     )
 
@@ -107,21 +112,22 @@ def _thresholds(sums: Tensor, counts: Tensor) -> Tensor:
 
 
 def _cutoff(
-    class_sums: Tensor, class_counts: Tensor, mis_pmax: Tensor, mis_pred: Tensor, candidates: Tensor
+    class_sums: Tensor, class_counts: Tensor, mis_pmax: Tensor, mis_pred: Tensor, candidates: Sequence[Tensor]
 ) -> tuple[Tensor, Tensor, Tensor]:
     """The dataset-level step of :func:`confident_cutoff` and :func:`batch_cutoff`: thresholds, issues, cutoff.
 
     ``class_sums``/``class_counts`` are ``(..., K)`` (summed over the leading dimensions);
     ``mis_pmax``/``mis_pred`` give each mispredicted pixel's largest probability and predicted
-    class. ``candidates`` must hold the ``s`` of every mispredicted pixel, and may hold any others
-    (the cutoff is the ``num_issues``-th smallest, and all mispredicted ``s`` lie below ``LOW_S``).
+    class. ``candidates`` (1-D tensors, taken together) must hold the ``s`` of every mispredicted
+    pixel, and may hold any others (the cutoff is the ``num_issues``-th smallest, and all
+    mispredicted ``s`` lie below ``LOW_S``).
     """
     k = class_sums.shape[-1]
     thresholds = _thresholds(class_sums.reshape(-1, k).sum(0), class_counts.reshape(-1, k).sum(0))
     num_issues = (mis_pmax.double() >= (thresholds - COMPARISON_EPS)[mis_pred]).sum()
     if int(num_issues) == 0:
-        return thresholds, num_issues, torch.tensor(float("-inf"), device=candidates.device)
-    return thresholds, num_issues, kth_smallest(candidates, int(num_issues))  # in the dtype s is compared in
+        return thresholds, num_issues, torch.tensor(float("-inf"), device=candidates[0].device)
+    return thresholds, num_issues, _kth_smallest_of(candidates, int(num_issues))  # in the dtype s is compared in
 
 
 def kth_smallest(values: Tensor, k: int) -> Tensor:
@@ -140,17 +146,28 @@ def kth_smallest(values: Tensor, k: int) -> Tensor:
         raise ValueError(
             f"`k` must lie in [1, {values.numel()}] for a 1-D `values`, got k={k} and shape {tuple(values.shape)}."
         )
-    if values.numel() <= KTH_DIRECT_MAX or values.dtype not in (torch.float32, torch.float64):
-        return torch.kthvalue(values, k).values
-    if bool(values.sum().isnan()):  # NaN sorts last in kthvalue, a sign bit would bucket it first
-        return torch.kthvalue(values, k).values
-    bits, shift = (values.view(torch.int32), 16) if values.dtype == torch.float32 else (values.view(torch.int64), 45)
-    bucket = (bits >> shift).clamp_(min=0)
-    counts = torch.bincount(bucket)
+    return _kth_smallest_of([values], k)
+
+
+def _kth_smallest_of(parts: Sequence[Tensor], k: int) -> Tensor:
+    """:func:`kth_smallest` of the 1-D tensors ``parts`` taken together (one dtype), without joining them."""
+    parts = [p for p in parts if p.numel()] or list(parts[:1])
+    dtype = parts[0].dtype
+    if sum(p.numel() for p in parts) <= KTH_DIRECT_MAX or dtype not in (torch.float32, torch.float64):
+        return torch.kthvalue(torch.cat(parts), k).values
+    if any(bool(p.sum().isnan()) for p in parts):  # NaN sorts last in kthvalue, a sign bit would bucket it first
+        return torch.kthvalue(torch.cat(parts), k).values
+    # the top bits of the bit pattern: below 1 << 15 (float32) or 1 << 18 (float64) for non-negative floats
+    int_type, shift, size = (torch.int32, 16, 1 << 15) if dtype == torch.float32 else (torch.int64, 45, 1 << 18)
+    buckets = [(p.view(int_type) >> shift).clamp_(min=0) for p in parts]
+    counts = buckets[0].bincount(minlength=size)
+    for bucket in buckets[1:]:
+        counts += bucket.bincount(minlength=size)
     ends = counts.cumsum(0)
-    where = torch.searchsorted(ends, torch.tensor([k], device=values.device, dtype=ends.dtype))
+    where = torch.searchsorted(ends, torch.tensor([k], device=ends.device, dtype=ends.dtype))
     below = int((ends[where] - counts[where]).sum())
-    return torch.kthvalue(values[bucket == where], k - below).values
+    inside = [p.masked_select(bucket == where) for p, bucket in zip(parts, buckets, strict=True)]
+    return torch.kthvalue(torch.cat(inside), k - below).values
 
 
 def confident_cutoff(
@@ -188,7 +205,7 @@ def confident_cutoff(
         torch.arange(k, device=mis_s.device).repeat(mis_counts.reshape(-1, k).shape[0]),
         mis_counts.reshape(-1).long(),
     )
-    return _cutoff(class_sums, class_counts, mis_pmax, pred_class, torch.cat([mis_s, low_s]))
+    return _cutoff(class_sums, class_counts, mis_pmax, pred_class, [mis_s, low_s])
 
 
 def issue_counts_per_image(mis_counts: Tensor, mis_s: Tensor, cutoff: Tensor) -> Tensor:
@@ -199,10 +216,10 @@ def issue_counts_per_image(mis_counts: Tensor, mis_s: Tensor, cutoff: Tensor) ->
         ...                        torch.tensor(0.3))
         tensor([1, 1])
     """
-    per_image = mis_counts.reshape(mis_counts.shape[0], -1).sum(-1).long()
-    img = torch.repeat_interleave(torch.arange(per_image.numel(), device=mis_s.device), per_image)
-    flagged = (mis_s <= cutoff).long()
-    return torch.zeros_like(per_image).index_add_(0, img, flagged)
+    ends = mis_counts.reshape(mis_counts.shape[0], -1).sum(-1).long().cumsum(0)
+    flagged = torch.zeros(mis_s.numel() + 1, dtype=torch.long, device=mis_s.device)
+    torch.cumsum(mis_s <= cutoff, 0, out=flagged[1:])  # flagged[j]: among the first j pixels
+    return torch.diff(flagged[ends], prepend=flagged[:1])
 
 
 def issue_mask(prepared: PreparedInputs | PixelPass, cutoff: Tensor | float) -> Tensor:
@@ -233,7 +250,7 @@ def batch_cutoff(pp: PixelPass) -> Tensor:
     """
     s_flat = pp.s.reshape(-1)
     s_valid = s_flat if pp.valid is None else s_flat[pp.valid.view(-1)]
-    return _cutoff(pp.class_sums, pp.class_counts, pp.mis_pmax, pp.mis_pred, s_valid)[2]
+    return _cutoff(pp.class_sums, pp.class_counts, pp.mis_pmax, pp.mis_pred, [s_valid])[2]
 
 
 def _pass_and_issues(
@@ -279,7 +296,7 @@ def checked_pixel_pass(
     """
     if downsample != 1:
         prepared = prepare_inputs(preds, target, compile=compile, **checks)  # type: ignore[arg-type]
-        return prepared, pixel_pass(_downsample(prepared, downsample), compile)
+        return prepared, pixel_pass(_downsample(prepared, downsample, compile), compile)
 
     def first_pass(candidate: PreparedInputs) -> tuple[PixelPass, Tensor] | None:
         pp = PixelPass.checked(candidate, compile)

@@ -10,6 +10,7 @@ Eager PyTorch reads the probabilities ``(B, K, *spatial)`` once per operation: t
   mispredicted pixels and every pixel's cell of its image's confusion matrix, from which CCP,
   IoU and confident learning follow by one ``bincount``;
 * :func:`value_stats`: the checks alone, for scores that read the probabilities their own way.
+* :func:`block_mean`: the block means of :func:`~lightning_segqa.functional.pooling.downsample`.
 
 With ``check=True`` the first two also return the value statistics (:data:`STATS`) that
 :func:`~lightning_segqa.functional._inputs.prepare_with_pass` turns into the usual errors and
@@ -30,7 +31,8 @@ A kernel compiles once per input dtype and masking variant (and per class count 
 ``UNROLL_CLASSES``, where its class loop is written out); any batch size reuses it (a batch of
 one image excepted), and the first new image size compiles once more, with that size dynamic
 from then on. It needs a C++ compiler on CPU and Triton on GPU. When compiling fails, one
-warning names the error and the eager kernels serve the rest of the process.
+warning names the error and the eager kernels serve the rest of the process. The kernels'
+bodies are in :mod:`~lightning_segqa.functional.kernels`.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from lightning_segqa.functional import kernels
+
 MAX_INV_T = 80.0  # exp(-80) ~ 1.8e-35 stays a normal float32
 MAX_CELLS = 1 << 22  # largest B * (K * K + 1) for `pixel_core`: its confusion counts stay small
 UNROLL_CLASSES = 32  # the class loop is written out up to this many classes
@@ -51,118 +55,12 @@ STATS = ("min", "max", "sum_error", "label_min", "label_max")
 _STATE: dict[str, str | None] = {"broken": None}
 _COMPILED: dict[str, Callable] = {}
 
-# Labels are clamped into [0, K) inside the kernels: an out-of-range label must neither crash
-# the process (an index check that fails inside an OpenMP region aborts it) nor spill into
-# another image's confusion cells. Labels nobody checked (``validate_args=False``) are then
-# checked by a per-image flag (`label_sums`) or one `aminmax` (`pixel_core`), and refused.
-
-
-def _class_loop(flat: Tensor, t32: Tensor, need_max: bool, check: bool) -> dict[str, Tensor]:
-    """Per pixel: ``s``, and on request the largest, smallest and summed value over the classes."""
-    k = flat.shape[1]
-    out: dict[str, Tensor] = {}
-    if k <= UNROLL_CLASSES:
-        # written out: one pointwise loop that reads each label once and each class plane once
-        # (in a reduction over the classes inductor reloads the label for every class)
-        x = flat[:, 0]
-        s = torch.where(t32 == 0, x, 0)
-        pmax = pmin = total = x
-        first = torch.zeros_like(t32)  # the first most probable class (``need_max``)
-        for c in range(1, k):
-            x = flat[:, c]
-            s = torch.where(t32 == c, x, s)
-            if need_max:
-                first = torch.where(x > pmax, c, first)
-            if need_max or check:
-                pmax = torch.maximum(pmax, x)
-            if check:
-                pmin = torch.minimum(pmin, x)
-                total = total + x
-        if need_max:
-            out["first"] = first
-    else:
-        classes = torch.arange(k, device=flat.device, dtype=torch.int32).view(1, k, 1)
-        # a masked sum over the classes (exact: the other terms are 0) shares the loop of the amax
-        s = torch.where(classes == t32.unsqueeze(1), flat, 0).sum(1)
-        pmax = flat.amax(1)
-        if check:
-            pmin, total = flat.amin(1), flat.sum(1)
-    out["s"] = s
-    if need_max or check:
-        out["max"] = pmax
-    if check:
-        out["min"], out["total"] = pmin, total
-    return out
-
-
-def _stats(per_pixel: dict[str, Tensor], target: Tensor, valid: Tensor | None, k: int) -> tuple[Tensor, ...]:
-    """Per image: smallest and largest value, largest per-pixel sum error, valid label range."""
-    labels_low, labels_high = target, target
-    if valid is not None:
-        labels_low, labels_high = torch.where(valid, target, k), torch.where(valid, target, -1)
-    return (
-        per_pixel["min"].amin(-1),
-        per_pixel["max"].amax(-1),
-        (per_pixel["total"] - 1).abs().amax(-1),
-        labels_low.amin(-1),
-        labels_high.amax(-1),
-    )
-
-
-def _label_sums(
-    flat: Tensor, target: Tensor, valid: Tensor | None, neg_inv_t: float, check: bool
-) -> tuple[Tensor, ...]:
-    k = flat.shape[1]
-    safe = target.clamp(0, k - 1)
-    per_pixel = _class_loop(flat, safe.to(torch.int32), False, check)
-    s = per_pixel["s"]
-    w = torch.exp(s * neg_inv_t)
-    if valid is not None:
-        s = torch.where(valid, s, 0)
-        w = torch.where(valid, w, 0)
-    out = ((w * s).sum(-1), w.sum(-1), s.sum(-1), (safe != target).amax(-1))
-    return out + _stats(per_pixel, target, valid, k) if check else out
-
-
-def _pixel_core(flat: Tensor, target: Tensor, valid: Tensor | None, check: bool) -> tuple[Tensor, ...]:
-    b, k = flat.shape[:2]
-    t32 = target.clamp(0, k - 1).to(torch.int32)
-    per_pixel = _class_loop(flat, t32, True, check)
-    s, pmax = per_pixel["s"], per_pixel["max"]
-    if "first" in per_pixel:
-        first = per_pixel["first"]
-    else:
-        classes = torch.arange(k, device=flat.device, dtype=torch.int32).view(1, k, 1)
-        first = torch.where(flat == pmax.unsqueeze(1), classes, k).amin(1)
-    wrong = s < pmax
-    cell = t32 * k + torch.where(wrong, first, t32)
-    if valid is not None:
-        wrong = wrong & valid
-        s = torch.where(valid, s, 0)
-        cell = torch.where(valid, cell, k * k)
-    offset = torch.arange(b, device=flat.device, dtype=torch.int32).unsqueeze(1) * (k * k + 1)
-    out = (s, wrong, offset + cell)
-    return out + _stats(per_pixel, target, valid, k) if check else out
-
-
-def _value_stats(flat: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Tensor, ...]:
-    k = flat.shape[1]
-    per_pixel = _class_loop(flat, target.clamp(0, k - 1).to(torch.int32), False, True)
-    return _stats(per_pixel, target, valid, k)
-
-
-def _weighted_sums(s: Tensor, valid: Tensor | None, neg_inv_t: float) -> tuple[Tensor, Tensor]:
-    w = torch.exp(s * neg_inv_t)
-    if valid is not None:
-        w = torch.where(valid, w, 0)
-    return (w * s).sum(-1), w.sum(-1)
-
-
 _KERNELS: dict[str, Callable] = {
-    "label_sums": _label_sums,
-    "pixel_core": _pixel_core,
-    "value_stats": _value_stats,
-    "weighted_sums": _weighted_sums,
+    "label_sums": kernels._label_sums,
+    "pixel_core": kernels._pixel_core,
+    "value_stats": kernels._value_stats,
+    "weighted_sums": kernels._weighted_sums,
+    "block_mean": kernels._block_mean,
 }
 _OPTIONS = {
     # the labels are clamped into [0, K) before every use as an index: no bounds check needed
@@ -338,8 +236,13 @@ def label_sums(
 
 
 def pixel_core(
-    flat: Tensor, target: Tensor, valid: Tensor | None, labels_checked: bool = True, check: bool = False
-) -> tuple[tuple[Tensor, Tensor, Tensor], Tensor | None] | None:
+    flat: Tensor,
+    target: Tensor,
+    valid: Tensor | None,
+    labels_checked: bool = True,
+    check: bool = False,
+    low: bool = False,
+) -> tuple[tuple[Tensor, ...], Tensor | None] | None:
     """``s``, the mispredicted pixels and each pixel's confusion cell, in one pass.
 
     The cell of a valid pixel is ``b * (K*K + 1) + target * K + pred``, where ``pred`` is the
@@ -353,11 +256,14 @@ def pixel_core(
         valid: ``(B, P)`` bool, or None when every pixel counts.
         labels_checked: as :func:`label_sums`.
         check: as :func:`label_sums`.
+        low: also return confident learning's low-confidence pixels (same pass).
 
     Returns:
         ``((s, wrong, cell), stats)``: ``s`` ``(B, P)`` (0 at ignored pixels); ``wrong``
-        ``(B, P)`` bool, valid pixels whose annotated class is not the most probable; ``cell``
-        ``(B, P)`` int32; ``stats`` None without ``check``. None where compiling fails.
+        ``(B, P)`` int32, 1 at the valid pixels whose annotated class is not the most probable,
+        else 0; ``cell`` ``(B, P)`` int32; ``stats`` None without ``check``. With ``low``, two
+        more after ``cell``: ``(B, P)`` int32, 1 at the valid, correctly classified pixels with
+        ``s <= LOW_S``, and their ``(B,)`` int64 count per image. None where compiling fails.
 
     Raises:
         ValueError: ``labels_checked=False``, ``check=False`` and a class id lies outside ``[0, K)``.
@@ -377,8 +283,8 @@ def pixel_core(
     out = _run("pixel_core", flat, target, valid, check)
     if out is None:
         return None
-    core, stats = _split_stats(out, 3)
-    return (core[0], core[1], core[2]), stats
+    core, stats = _split_stats(out, 5)
+    return (core if low else core[:3]), stats
 
 
 def value_stats(flat: Tensor, target: Tensor, valid: Tensor | None) -> Tensor | None:
@@ -422,3 +328,24 @@ def weighted_sums(s: Tensor, valid: Tensor | None, temperature: float) -> tuple[
     """
     out = _run("weighted_sums", s, valid, -1.0 / temperature)
     return None if out is None else (out[0], out[1])
+
+
+def block_mean(probs: Tensor, factor: int) -> Tensor | None:
+    """``F.avg_pool2d(probs, factor)`` in one pass, to the bit, for a power-of-two ``factor``.
+
+    Args:
+        probs: ``(B, K, H, W)`` float32 or float64, ``H`` and ``W`` multiples of ``factor``.
+        factor: block size, a power of two (the division by ``factor**2`` is then exact).
+
+    Returns:
+        ``(B, K, H / factor, W / factor)`` block means, or None when the kernels cannot be
+        compiled here.
+
+    Examples:
+        >>> x = torch.arange(16.0).view(1, 1, 4, 4)
+        >>> out = block_mean(x, 2)
+        >>> out is None or out.flatten().tolist() == [2.5, 4.5, 10.5, 12.5]
+        True
+    """
+    out = _run("block_mean", probs, factor)
+    return None if out is None else out

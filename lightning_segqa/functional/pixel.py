@@ -159,7 +159,7 @@ class PixelPass:
         self._setup(prepared, compile)
         core = None
         if self.compiled and fused.usable(self._flat, cells=True):
-            core = fused.pixel_core(self._flat, self.target, self.valid, prepared.labels_checked)
+            core = fused.pixel_core(self._flat, self.target, self.valid, prepared.labels_checked, low=True)
         if core is not None:
             self._adopt(core[0])
             return
@@ -184,11 +184,15 @@ class PixelPass:
         self.compiled = fused.wanted(compile, self._flat)
         #: the value statistics read in the same pass (:meth:`checked` only)
         self.stats: Tensor | None = None
-        #: on the compiled pass: every pixel's confusion cell (see :func:`.fused.pixel_core`)
+        #: on the compiled pass (see :func:`.fused.pixel_core`): every pixel's confusion cell, the
+        #: mispredicted and the low-confidence pixels (int32 flags) and the latter's count per image
         self._cell: Tensor | None = None
+        self._wrong_flags: Tensor | None = None
+        self.low_flags: Tensor | None = None
+        self.low_counts: Tensor | None = None
 
-    def _adopt(self, core: tuple[Tensor, Tensor, Tensor]) -> None:
-        self.s, self.__dict__["wrong"], self._cell = core
+    def _adopt(self, core: tuple[Tensor, ...]) -> None:
+        self.s, self._wrong_flags, self._cell, self.low_flags, self.low_counts = core
 
     @classmethod
     def checked(cls, prepared: PreparedInputs, compile: bool | None = None) -> PixelPass | None:
@@ -215,7 +219,7 @@ class PixelPass:
         pp._setup(prepared, compile)
         if not (pp.compiled and fused.usable(pp._flat, cells=True)):
             return None
-        core = fused.pixel_core(pp._flat, pp.target, pp.valid, prepared.labels_checked, check=True)
+        core = fused.pixel_core(pp._flat, pp.target, pp.valid, prepared.labels_checked, check=True, low=True)
         if core is None:
             return None
         pp._adopt(core[0])
@@ -268,6 +272,8 @@ class PixelPass:
         The largest probability is taken a chunk of images at a time and not kept: a pixel
         is mispredicted when ``s`` lies below it.
         """
+        if self._wrong_flags is not None:
+            return self._wrong_flags.bool()
         out = torch.empty(self.s.shape, dtype=torch.bool, device=self.s.device)
         for i, j in _image_chunks(*self.s.shape):
             torch.lt(self.s[i:j], self._flat[i:j].amax(dim=1), out=out[i:j])
@@ -277,6 +283,10 @@ class PixelPass:
 
     @cached_property
     def _mis_pos(self) -> tuple[Tensor, Tensor]:
+        if self._wrong_flags is not None:  # compiled pass: positions from one flat `nonzero`
+            npix = self.s.shape[1]
+            img = torch.div(self.mis_idx, npix, rounding_mode="floor")
+            return img, self.mis_idx - img * npix
         img, pix = self.wrong.nonzero().unbind(1)
         return img, pix
 
@@ -288,18 +298,20 @@ class PixelPass:
     @cached_property
     def mis_idx(self) -> Tensor:
         """``(M,)`` flat positions (into ``B * P``) of valid mispredicted pixels, ascending."""
+        if self._wrong_flags is not None:
+            return self._wrong_flags.view(-1).nonzero().squeeze(1)
         img, pix = self._mis_pos
         return img * self.s.shape[1] + pix
 
     @cached_property
     def _mis_max(self) -> tuple[Tensor, Tensor]:
         if self._cell is not None:  # compiled pass: the predicted class is known everywhere
-            img, pix = self._mis_pos
             k = self.num_classes
-            pred = (self._cell.view(-1)[self.mis_idx] % (k * k + 1) % k).long()
-            if self._flat.is_contiguous():
-                npix = self._flat.shape[2]
-                return self._flat.view(-1).take((img * k + pred) * npix + pix), pred
+            pred = (self._cell.view(-1).index_select(0, self.mis_idx) % (k * k + 1) % k).long()
+            if self._flat.is_contiguous():  # (img, pred, pix) lies (img * (K - 1) + pred) * P after (img, 0, pix)
+                where = self.mis_idx + (self.mis_img * (k - 1) + pred) * self._flat.shape[2]
+                return self._flat.view(-1).index_select(0, where), pred
+            img, pix = self._mis_pos
             return self._flat[img, pred, pix], pred
         rows = self._flat.transpose(1, 2)[self._mis_pos]  # (M, K)
         return rows.max(dim=1)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lightning_segqa.functional import fused
 from lightning_segqa.functional._inputs import PreparedInputs
 
 
@@ -33,12 +34,15 @@ def _blocks(x: Tensor, lead: int, factor: int) -> Tensor:
     return x.reshape(*lead_shape, *(s // factor for s in spatial), -1)
 
 
-def downsample(prepared: PreparedInputs, factor: int) -> PreparedInputs:
+def downsample(prepared: PreparedInputs, factor: int, compile: bool | None = None) -> PreparedInputs:
     """Shrink every spatial dimension by ``factor``: mean-pooled probabilities, majority labels.
 
     Args:
         prepared: checked inputs (see :func:`~lightning_segqa.functional._inputs.prepare_inputs`).
         factor: integer >= 1; 1 returns the input unchanged.
+        compile: mean-pool 2-D images by a power-of-two ``factor`` with a compiled one-pass
+            kernel (same values as ``avg_pool2d``; None: for large batches, see
+            :func:`~lightning_segqa.functional.fused.wanted`).
 
     Returns:
         Inputs at the working resolution ``ceil(size / factor)`` per spatial dimension.
@@ -69,8 +73,11 @@ def downsample(prepared: PreparedInputs, factor: int) -> PreparedInputs:
     counts = vb.sum(-1)
     nd = len(spatial)
     if prepared.all_valid and not any(pad) and nd in (2, 3):
-        pool = F.avg_pool2d if nd == 2 else F.avg_pool3d
-        small_probs = pool(probs, factor)
+        small_probs = None
+        if nd == 2 and factor & (factor - 1) == 0 and fused.wanted(compile, probs) and fused.usable(probs):
+            small_probs = fused.block_mean(probs, factor)
+        if small_probs is None:
+            small_probs = (F.avg_pool2d if nd == 2 else F.avg_pool3d)(probs, factor)
         small_probs = small_probs / small_probs.sum(1, keepdim=True)
     else:
         w = vb.to(probs.dtype).unsqueeze(1)

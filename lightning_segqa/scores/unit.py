@@ -159,7 +159,8 @@ class BatchPass:
         """The pixel pass at the working resolution (the full one at ``downsample=1``)."""
         if self.settings.downsample == 1:
             return self.full
-        return pixel_pass(_downsample(self.prepared, self.settings.downsample), self.settings.compile)
+        compile = self.settings.compile
+        return pixel_pass(_downsample(self.prepared, self.settings.downsample, compile), compile)
 
     @cached_property
     def num_valid(self) -> Tensor:

@@ -1,0 +1,139 @@
+"""The bodies of the compiled one-pass kernels (:mod:`~lightning_segqa.functional.fused` runs them).
+
+Each body is plain PyTorch over a batch flattened to ``(B, K, P)``: what it computes, per pixel
+and per image, in one loop over each pixel's classes. :mod:`~lightning_segqa.functional.fused`
+compiles them, decides when they serve and wraps their results.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+#: above any mispredicted pixel's ``s`` (see :mod:`~lightning_segqa.functional.confident`)
+LOW_S = 0.51
+
+# Labels are clamped into [0, K) inside the kernels: an out-of-range label must neither crash
+# the process (an index check that fails inside an OpenMP region aborts it) nor spill into
+# another image's confusion cells. Labels nobody checked (``validate_args=False``) are then
+# checked by a per-image flag (`label_sums`) or one `aminmax` (`pixel_core`), and refused.
+
+
+def _class_loop(flat: Tensor, t32: Tensor, need_max: bool, check: bool) -> dict[str, Tensor]:
+    """Per pixel: ``s``, and on request the largest, smallest and summed value over the classes."""
+    k = flat.shape[1]
+    out: dict[str, Tensor] = {}
+    if k <= fused.UNROLL_CLASSES:
+        # written out: one pointwise loop that reads each label once and each class plane once
+        # (in a reduction over the classes inductor reloads the label for every class)
+        x = flat[:, 0]
+        s = torch.where(t32 == 0, x, 0)
+        pmax = pmin = total = x
+        first = torch.zeros_like(t32)  # the first most probable class (``need_max``)
+        for c in range(1, k):
+            x = flat[:, c]
+            s = torch.where(t32 == c, x, s)
+            if need_max:
+                first = torch.where(x > pmax, c, first)
+            if need_max or check:
+                pmax = torch.maximum(pmax, x)
+            if check:
+                pmin = torch.minimum(pmin, x)
+                total = total + x
+        if need_max:
+            out["first"] = first
+    else:
+        classes = torch.arange(k, device=flat.device, dtype=torch.int32).view(1, k, 1)
+        # a masked sum over the classes (exact: the other terms are 0) shares the loop of the amax
+        s = torch.where(classes == t32.unsqueeze(1), flat, 0).sum(1)
+        pmax = flat.amax(1)
+        if check:
+            pmin, total = flat.amin(1), flat.sum(1)
+    out["s"] = s
+    if need_max or check:
+        out["max"] = pmax
+    if check:
+        out["min"], out["total"] = pmin, total
+    return out
+
+
+def _stats(per_pixel: dict[str, Tensor], target: Tensor, valid: Tensor | None, k: int) -> tuple[Tensor, ...]:
+    """Per image: smallest and largest value, largest per-pixel sum error, valid label range."""
+    labels_low, labels_high = target, target
+    if valid is not None:
+        labels_low, labels_high = torch.where(valid, target, k), torch.where(valid, target, -1)
+    return (
+        per_pixel["min"].amin(-1),
+        per_pixel["max"].amax(-1),
+        (per_pixel["total"] - 1).abs().amax(-1),
+        labels_low.amin(-1),
+        labels_high.amax(-1),
+    )
+
+
+def _label_sums(
+    flat: Tensor, target: Tensor, valid: Tensor | None, neg_inv_t: float, check: bool
+) -> tuple[Tensor, ...]:
+    k = flat.shape[1]
+    safe = target.clamp(0, k - 1)
+    per_pixel = _class_loop(flat, safe.to(torch.int32), False, check)
+    s = per_pixel["s"]
+    w = torch.exp(s * neg_inv_t)
+    if valid is not None:
+        s = torch.where(valid, s, 0)
+        w = torch.where(valid, w, 0)
+    out = ((w * s).sum(-1), w.sum(-1), s.sum(-1), (safe != target).amax(-1))
+    return out + _stats(per_pixel, target, valid, k) if check else out
+
+
+def _pixel_core(flat: Tensor, target: Tensor, valid: Tensor | None, check: bool) -> tuple[Tensor, ...]:
+    b, k = flat.shape[:2]
+    t32 = target.clamp(0, k - 1).to(torch.int32)
+    per_pixel = _class_loop(flat, t32, True, check)
+    s, pmax = per_pixel["s"], per_pixel["max"]
+    if "first" in per_pixel:
+        first = per_pixel["first"]
+    else:
+        classes = torch.arange(k, device=flat.device, dtype=torch.int32).view(1, k, 1)
+        first = torch.where(flat == pmax.unsqueeze(1), classes, k).amin(1)
+    wrong = s < pmax
+    cell = t32 * k + torch.where(wrong, first, t32)
+    low = (s <= LOW_S) & ~wrong
+    if valid is not None:
+        wrong = wrong & valid
+        low = low & valid
+        s = torch.where(valid, s, 0)
+        cell = torch.where(valid, cell, k * k)
+    offset = torch.arange(b, device=flat.device, dtype=torch.int32).unsqueeze(1) * (k * k + 1)
+    # the flags as int32: storing a bool per pixel costs inductor's CPU code more than the rest of the pass
+    out = (s, wrong.to(torch.int32), offset + cell, low.to(torch.int32), low.sum(-1))
+    return out + _stats(per_pixel, target, valid, k) if check else out
+
+
+def _value_stats(flat: Tensor, target: Tensor, valid: Tensor | None) -> tuple[Tensor, ...]:
+    k = flat.shape[1]
+    per_pixel = _class_loop(flat, target.clamp(0, k - 1).to(torch.int32), False, True)
+    return _stats(per_pixel, target, valid, k)
+
+
+def _weighted_sums(s: Tensor, valid: Tensor | None, neg_inv_t: float) -> tuple[Tensor, Tensor]:
+    w = torch.exp(s * neg_inv_t)
+    if valid is not None:
+        w = torch.where(valid, w, 0)
+    return (w * s).sum(-1), w.sum(-1)
+
+
+def _block_mean(probs: Tensor, factor: int) -> Tensor:
+    # the sums in the order of `avg_pool2d` (rows of the block, then columns), then its division
+    b, k, h, w = probs.shape
+    blocks = probs.view(b, k, h // factor, factor, w // factor, factor)
+    total = blocks[:, :, :, 0, :, 0]
+    for i in range(factor):
+        for j in range(factor):
+            if i or j:
+                total = total + blocks[:, :, :, i, :, j]
+    return total / (factor * factor)
+
+
+# last: `fused` imports this module; the class loop reads its limit when a kernel is traced
+from lightning_segqa.functional import fused  # noqa: E402
