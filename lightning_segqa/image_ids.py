@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from collections.abc import Sequence
 from typing import Any
 
@@ -93,10 +95,16 @@ def mask_fingerprint(target: Tensor) -> Tensor:
         >>> bool(fp[0] == fp[2]), bool(fp[0] == fp[1])
         (True, False)
     """
-    flat = target.reshape(target.shape[0], -1).long()
-    pos = torch.arange(flat.shape[1], device=flat.device, dtype=torch.long)
-    weights = (pos * 2654435761 + 97) % 1000003 + 1
-    return ((flat + 1) * weights).sum(1)
+    flat = target.reshape(target.shape[0], -1)
+    weights = _fingerprint_weights(flat.shape[1], flat.device)
+    return (flat * weights).sum(1, dtype=torch.long) + weights.sum()  # = sum((class id + 1) * weight)
+
+
+@functools.lru_cache(maxsize=8)
+def _fingerprint_weights(num_pixels: int, device: torch.device) -> Tensor:
+    """The per-position weights of :func:`mask_fingerprint` (made once per image size and device)."""
+    pos = torch.arange(num_pixels, device=device, dtype=torch.long)
+    return (pos * 2654435761 + 97) % 1000003 + 1
 
 
 def warn_conflicting_repeats(fingerprints_by_index: Tensor, first: Tensor) -> None:
