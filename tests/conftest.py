@@ -47,11 +47,11 @@ def code_path(request, monkeypatch):
     :class:`~lightning_segqa.LabelQuality`.
     """
     if request.param == "large-batch paths":
-        from lightning_segqa.functional import confident, pixel
+        from lightning_segqa.functional import pixel, selection
 
         monkeypatch.setattr(pixel, "FLAT_GATHER_MIN_PIXELS", 0)
         monkeypatch.setattr(pixel, "CHUNK_PIXELS", 250)
-        monkeypatch.setattr(confident, "KTH_DIRECT_MAX", 0)
+        monkeypatch.setattr(selection, "KTH_DIRECT_MAX", 0)
     elif request.param == "compiled kernels":
         if cpp_compiler() is None:
             pytest.skip(NO_COMPILER)

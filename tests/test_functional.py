@@ -262,7 +262,7 @@ def test_softmin_between_min_and_mean(seed, k, temperature):
     nan=st.booleans(),
 )
 def test_kth_smallest_equals_kthvalue(seed, n, double, distinct, q, nan):
-    from lightning_segqa.functional.confident import kth_smallest
+    from lightning_segqa.functional.selection import kth_smallest
 
     g = torch.Generator().manual_seed(seed)
     values = torch.rand(n, generator=g, dtype=torch.float64 if double else torch.float32) ** 4  # dense near 0
@@ -278,7 +278,7 @@ def test_kth_smallest_equals_kthvalue(seed, n, double, distinct, q, nan):
 
 
 def test_kth_smallest_rejects_bad_k():
-    from lightning_segqa.functional.confident import kth_smallest
+    from lightning_segqa.functional.selection import kth_smallest
 
     with pytest.raises(ValueError, match=r"`k` must lie in \[1, 3\].*got k=4"):
         kth_smallest(torch.tensor([0.1, 0.2, 0.3]), 4)

@@ -542,3 +542,14 @@ def test_fused_and_eager_checks_agree(factor, offset, pixel, label, fmt, ignore_
         assert compiled == eager
     else:
         torch.testing.assert_close(compiled, eager, atol=1e-6, rtol=0, equal_nan=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(("factor", "shape"), [(2, (2, 3, 8, 6)), (4, (1, 5, 16, 12)), (8, (3, 2, 16, 32))])
+def test_block_mean_equals_avg_pool_to_the_bit(dtype, factor, shape):
+    """The compiled pooling of ``downsample`` gives exactly ``F.avg_pool2d``'s values (power-of-two blocks)."""
+    g = torch.Generator().manual_seed(factor)
+    probs = torch.rand(*shape, generator=g, dtype=torch.float64).to(dtype).softmax(1)
+    out = fused.block_mean(probs, factor)
+    assert out is not None and out.dtype == dtype
+    assert torch.equal(out, torch.nn.functional.avg_pool2d(probs, factor))
