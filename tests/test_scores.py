@@ -132,3 +132,12 @@ def test_one_pixel_pass_per_batch_and_resolution(monkeypatch, downsample):
     assert calls == [256] if downsample == 1 else calls == [256, 16]
     report = metric.compute()
     assert {"class_confidence", "agreement", "cl_cutoff", "tccp_thresholds"} <= set(report.details)
+
+
+def test_a_new_method_gets_a_row_in_the_benchmark_tables(toy):
+    from lightning_segqa.experiments.tables import PAPER_ROWS, format_tables, table_rows
+
+    assert table_rows()[: len(PAPER_ROWS)] == PAPER_ROWS and table_rows()[-1][0] == TOY.name
+    det = {m: {"auroc": 0.5, "auprc": 0.5, "lift_at_t": 1.0, "lift_at_100": 1.0} for m, _ in table_rows()}
+    text = format_tables({"drop": {"fpn": det}})
+    assert text.splitlines()[3 + len(PAPER_ROWS)].startswith(TOY.long[:1].upper() + TOY.long[1:])

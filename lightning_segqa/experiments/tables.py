@@ -11,6 +11,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from lightning_segqa.scores.registry import REGISTRY
+
 #: table rows in the paper's order: (method of :data:`~lightning_segqa.report.METHODS`, paper name)
 PAPER_ROWS: tuple[tuple[str, str], ...] = (
     ("correctly_classified_pixels", "Correctly Classified Pixels"),
@@ -21,6 +23,22 @@ PAPER_ROWS: tuple[tuple[str, str], ...] = (
     ("connected_components", "Connected Components"),
     ("softmin", "Softmin"),
 )
+
+
+def table_rows() -> tuple[tuple[str, str], ...]:
+    """The tables' rows: the paper's seven (:data:`PAPER_ROWS`), then any other registered method.
+
+    A method added to :data:`~lightning_segqa.scores.REGISTRY` gets a row under its long name.
+
+    Examples:
+        >>> [name for _, name in table_rows()][-1]
+        'Softmin'
+    """
+    paper = {method for method, _ in PAPER_ROWS}
+    extra = [(name, unit.long[:1].upper() + unit.long[1:]) for name, unit in REGISTRY.items() if name not in paper]
+    return PAPER_ROWS + tuple(extra)
+
+
 #: (detection metric, table title), as Tables 1-4 of the paper
 TABLES: tuple[tuple[str, str], ...] = (
     ("auroc", "Table 1. AUROC"),
@@ -53,7 +71,7 @@ def format_tables(
     metrics: Mapping[str, Mapping[str, Mapping[str, Mapping[str, float]]]], errors: Sequence[str] | None = None,
     models: Sequence[str] | None = None, markdown: bool = False,
 ) -> str:  # fmt: skip
-    """Tables 1-4 of the paper: rows = the seven methods, columns = error kind x model.
+    """Tables 1-4 of the paper: rows = the methods (:func:`table_rows`), columns = error kind x model.
 
     Args:
         metrics: ``metrics[error][model][method][metric]``, e.g. from
@@ -78,13 +96,13 @@ def format_tables(
         models = list(dict.fromkeys(m for e in errors for m in metrics.get(e, {})))
     columns = [(e, m) for e in errors for m in models if m in metrics.get(e, {})]
     nan = float("nan")
-    blocks = []
+    blocks, table = [], table_rows()
     for key, title in TABLES:
-        values = {(e, m): [metrics[e][m].get(meth, {}).get(key, nan) for meth, _ in PAPER_ROWS] for e, m in columns}
+        values = {(e, m): [metrics[e][m].get(meth, {}).get(key, nan) for meth, _ in table] for e, m in columns}
         best = {c: max((v for v in vals if not math.isnan(v)), default=nan) for c, vals in values.items()}
         rows = [
             [name, *(_cell(values[c][r], markdown, values[c][r] == best[c]) for c in columns)]
-            for r, (_, name) in enumerate(PAPER_ROWS)
+            for r, (_, name) in enumerate(table)
         ]
         if markdown:
             head = ["Method", *(f"{e.capitalize()} {_MODEL_NAMES.get(m, m)}" for e, m in columns)]
