@@ -220,13 +220,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             try:
                 config = _config(args)
-            except ValueError as err:
-                print(f"segqa demo: {err}", file=sys.stderr)
-                return 2
-            try:
+                if args.images < args.folds:
+                    raise ValueError(f"--images ({args.images}) must be at least --folds ({args.folds}).")
                 run_demo(args.out, args.images, args.height, args.width, args.error, args.fraction, config)
-            except StaleWorkDirError as err:
-                print(f"segqa demo: {err} On the command line: --overwrite.", file=sys.stderr)
+            except ValueError as err:
+                hint = " On the command line: --overwrite." if isinstance(err, StaleWorkDirError) else ""
+                print(f"segqa demo: {err}{hint}", file=sys.stderr)
                 return 2
             return 0
         if args.command == "audit":

@@ -196,3 +196,10 @@ def test_demo_in_a_finished_folder_with_other_settings_says_how_to_start_over(tm
     assert "trainer.max_epochs: 1 before, 2 now" in err and "--overwrite" in err and "Traceback" not in err
     assert main([*base, "--epochs", "2", "--overwrite"]) == 0
     assert '"max_epochs": 2' in (tmp_path / "splits.json").read_text()
+
+
+def test_demo_with_too_few_images_says_so_in_one_line(tmp_path, capsys):
+    """Wrong input on the command line: one line naming the options, exit 2, nothing trained."""
+    assert main(["demo", "--out", str(tmp_path), "--images", "2", "--folds", "3"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == "segqa demo: --images (2) must be at least --folds (3)." and not any(tmp_path.iterdir())
