@@ -330,3 +330,30 @@ def test_float64_cutoff_keeps_float64_precision():
         random_target.numpy(), random_probs.double().numpy(), downsample=1, n_jobs=1, verbose=False
     )
     np.testing.assert_array_equal(F.find_label_issues(random_probs.double(), random_target, downsample=1).numpy(), ref)
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    st.integers(0, 2**16),
+    st.integers(1, 9),
+    st.integers(1, 9),
+    st.sampled_from([2, 3, 4]),
+    st.integers(2, 5),
+    st.booleans(),
+)
+def test_downsample_labels_equal_a_brute_force_vote(seed, h, w, factor, k, ignore):
+    """Every block's label is its most frequent valid label (ties: the lowest id), padding and ignored pixels aside."""
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.rand(2, k, h, w, generator=g).softmax(1)
+    target = torch.randint(0, k, (2, h, w), generator=g)
+    if ignore:
+        target[torch.rand(2, h, w, generator=g) < 0.3] = 255
+    small = downsample(prepare_inputs(probs, target, ignore_index=255 if ignore else None), factor)
+    for b in range(2):
+        for i in range(-(-h // factor)):
+            for j in range(-(-w // factor)):
+                block = target[b, i * factor : (i + 1) * factor, j * factor : (j + 1) * factor].flatten()
+                block = block[block != 255]
+                assert bool(small.valid[b, i, j]) == (block.numel() > 0)
+                if block.numel():
+                    assert int(small.target[b, i, j]) == int(torch.bincount(block, minlength=k).argmax())
