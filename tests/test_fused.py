@@ -15,11 +15,12 @@ from hypothesis import strategies as st
 
 from lightning_segqa import LabelQuality
 from lightning_segqa import functional as F
-from lightning_segqa.functional import fused
+from lightning_segqa.functional import fused, kernels
 from lightning_segqa.functional._inputs import prepare_inputs
 from lightning_segqa.functional.confident import local_scores_and_issues
 from lightning_segqa.functional.local import LOCAL_METHODS, local_scores
 from lightning_segqa.functional.pixel import PixelPass
+from lightning_segqa.functional.pooling import majority_labels
 from tests.test_functional import CASES, brute_iou, random_case, s_map
 
 cleanlab_filter = pytest.importorskip("cleanlab.segmentation.filter")
@@ -545,11 +546,36 @@ def test_fused_and_eager_checks_agree(factor, offset, pixel, label, fmt, ignore_
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize(("factor", "shape"), [(2, (2, 3, 8, 6)), (4, (1, 5, 16, 12)), (8, (3, 2, 16, 32))])
-def test_block_mean_equals_avg_pool_to_the_bit(dtype, factor, shape):
-    """The compiled pooling of ``downsample`` gives exactly ``F.avg_pool2d``'s values (power-of-two blocks)."""
+@pytest.mark.parametrize(("factor", "shape"), [(2, (2, 3, 8, 8)), (4, (3, 3, 8, 8)), (8, (3, 2, 16, 32))])
+def test_pool_vote_equals_its_eager_body_avg_pool_and_the_majority(dtype, factor, shape):
+    """The compiled pooling of ``downsample``: its eager body's bits, ``avg_pool2d`` to rounding, the majority vote."""
     g = torch.Generator().manual_seed(factor)
     probs = torch.rand(*shape, generator=g, dtype=torch.float64).to(dtype).softmax(1)
-    out = fused.block_mean(probs, factor)
-    assert out is not None and out.dtype == dtype
-    assert torch.equal(out, torch.nn.functional.avg_pool2d(probs, factor))
+    target = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=g)  # few classes: many tied blocks
+    out = fused.pool_vote(probs, target, factor)
+    assert out is not None and out[0].dtype == dtype
+    eager = kernels._pool_vote(probs, target, factor, factor <= 4)
+    assert torch.equal(out[0], eager[0])
+    ref = torch.nn.functional.avg_pool2d(probs, factor)
+    torch.testing.assert_close(out[0], ref / ref.sum(1, keepdim=True), rtol=4 * torch.finfo(dtype).eps, atol=0)
+    if factor <= 4:
+        assert torch.equal(out[1], eager[1])
+        assert torch.equal(out[1], majority_labels(target, None, factor, shape[1]))
+    else:
+        assert out[1] is None  # factor**4 comparisons per block: the bincount vote serves
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(0, 2**16), st.sampled_from([2, 4]), st.integers(2, 3))
+def test_compiled_vote_equals_a_brute_force_vote(seed, factor, b):
+    """Each block's label from the compiled kernel is its most frequent label, ties to the lowest id."""
+    g = torch.Generator().manual_seed(seed)
+    probs = torch.rand(b, 3, 8, 8, generator=g).softmax(1)
+    target = torch.randint(0, 3, (b, 8, 8), generator=g)
+    out = fused.pool_vote(probs, target, factor)
+    assert out is not None
+    for i in range(b):
+        for r in range(8 // factor):
+            for c in range(8 // factor):
+                block = target[i, r * factor : (r + 1) * factor, c * factor : (c + 1) * factor].flatten()
+                assert int(out[1][i, r, c]) == int(torch.bincount(block, minlength=3).argmax())

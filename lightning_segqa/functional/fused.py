@@ -10,7 +10,8 @@ Eager PyTorch reads the probabilities ``(B, K, *spatial)`` once per operation: t
   mispredicted pixels and every pixel's cell of its image's confusion matrix, from which CCP,
   IoU and confident learning follow by one ``bincount``;
 * :func:`value_stats`: the checks alone, for scores that read the probabilities their own way.
-* :func:`block_mean`: the block means of :func:`~lightning_segqa.functional.pooling.downsample`.
+* :func:`pool_vote`: the block means and majority labels of
+  :func:`~lightning_segqa.functional.pooling.downsample`.
 
 With ``check=True`` the first two also return the value statistics (:data:`STATS`) that
 :func:`~lightning_segqa.functional._inputs.prepare_with_pass` turns into the usual errors and
@@ -60,7 +61,7 @@ _KERNELS: dict[str, Callable] = {
     "pixel_core": kernels._pixel_core,
     "value_stats": kernels._value_stats,
     "weighted_sums": kernels._weighted_sums,
-    "block_mean": kernels._block_mean,
+    "pool_vote": kernels._pool_vote,
 }
 _OPTIONS = {
     # the labels are clamped into [0, K) before every use as an index: no bounds check needed
@@ -68,6 +69,12 @@ _OPTIONS = {
     # keep the written-out class loop in one kernel: by default inductor stores its partial
     # results after ~30 operations and reads them back in a second loop
     "realize_opcount_threshold": 4096,
+}
+#: options of single kernels, on top of :data:`_OPTIONS`
+_KERNEL_OPTIONS: dict[str, dict[str, object]] = {
+    # store the row sums of each block (a vectorised pass over the probabilities) before the
+    # column sums read them back: inlined, the whole pooling runs as scalar strided loads
+    "pool_vote": {"realize_reads_threshold": 1},
 }
 
 
@@ -138,7 +145,8 @@ def _run(name: str, *args: object) -> tuple[Tensor, ...] | None:
     try:
         fn = _COMPILED.get(name)
         if fn is None:
-            fn = _COMPILED[name] = torch.compile(_KERNELS[name], options=_OPTIONS)
+            options = {**_OPTIONS, **_KERNEL_OPTIONS.get(name, {})}
+            fn = _COMPILED[name] = torch.compile(_KERNELS[name], options=options)
         for arg in args:  # any batch size uses the same graph (a batch of one excepted)
             if isinstance(arg, Tensor):
                 torch._dynamo.maybe_mark_dynamic(arg, 0)
@@ -330,22 +338,32 @@ def weighted_sums(s: Tensor, valid: Tensor | None, temperature: float) -> tuple[
     return None if out is None else (out[0], out[1])
 
 
-def block_mean(probs: Tensor, factor: int) -> Tensor | None:
-    """``F.avg_pool2d(probs, factor)`` in one pass, to the bit, for a power-of-two ``factor``.
+def pool_vote(probs: Tensor, target: Tensor, factor: int) -> tuple[Tensor, Tensor | None] | None:
+    """Block means (renormalised) and majority labels of a 2-D batch, in one compiled call.
+
+    The values are those of the eager body (:func:`~lightning_segqa.functional.kernels._pool_vote`)
+    to the bit; the means equal ``F.avg_pool2d`` to float rounding (the sums run in another order).
 
     Args:
-        probs: ``(B, K, H, W)`` float32 or float64, ``H`` and ``W`` multiples of ``factor``.
+        probs: ``(B, K, H, W)`` float32 or float64 probabilities, ``H`` and ``W`` multiples of
+            ``factor``, every pixel valid.
+        target: ``(B, H, W)`` int64 labels in ``[0, K)``.
         factor: block size, a power of two (the division by ``factor**2`` is then exact).
 
     Returns:
-        ``(B, K, H / factor, W / factor)`` block means, or None when the kernels cannot be
-        compiled here.
+        ``(B, K, H / factor, W / factor)`` block means divided by their sum over the classes,
+        and the ``(B, H / factor, W / factor)`` majority labels (None for ``factor > 4``: take
+        :func:`~lightning_segqa.functional.pooling.majority_labels`); None when the kernels
+        cannot be compiled here.
 
     Examples:
-        >>> x = torch.arange(16.0).view(1, 1, 4, 4)
-        >>> out = block_mean(x, 2)
-        >>> out is None or out.flatten().tolist() == [2.5, 4.5, 10.5, 12.5]
+        >>> x = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [1.0, 1.0]]]])
+        >>> out = pool_vote(x, torch.tensor([[[0, 1], [1, 1]]]), 2)
+        >>> out is None or (out[0].flatten().tolist(), out[1].flatten().tolist()) == ([0.25, 0.75], [1])
         True
     """
-    out = _run("block_mean", probs, factor)
-    return None if out is None else out
+    vote = factor <= 4  # factor**4 label comparisons per block
+    out = _run("pool_vote", probs, target, factor, vote)
+    if out is None:
+        return None
+    return (out[0], out[1]) if vote else (out[0], None)

@@ -123,16 +123,40 @@ def _weighted_sums(s: Tensor, valid: Tensor | None, neg_inv_t: float) -> tuple[T
     return (w * s).sum(-1), w.sum(-1)
 
 
-def _block_mean(probs: Tensor, factor: int) -> Tensor:
-    # the sums in the order of `avg_pool2d` (rows of the block, then columns), then its division
-    b, k, h, w = probs.shape
-    blocks = probs.view(b, k, h // factor, factor, w // factor, factor)
-    total = blocks[:, :, :, 0, :, 0]
-    for i in range(factor):
-        for j in range(factor):
-            if i or j:
-                total = total + blocks[:, :, :, i, :, j]
-    return total / (factor * factor)
+def _pool_vote(probs: Tensor, target: Tensor, factor: int, vote: bool) -> tuple[Tensor, ...]:
+    """Block means of ``(B, K, H, W)`` probabilities, renormalised, and (``vote``) each block's majority label.
+
+    A fixed sequence of elementwise operations, so the compiled kernel and this eager body give
+    the same bits: the sums run over the rows of a block first (contiguous, vectorised), then
+    over its columns; the division by ``factor**2`` is exact for a power of two; each block's
+    means are divided by their sum over the classes, added in class order. The vote counts, for
+    each of the ``factor**2`` pixels of a block, how many of them share its label, and keeps the
+    most frequent label, the lowest class id among ties (that of
+    :func:`~lightning_segqa.functional.pooling.majority_labels`).
+    """
+    f, k = factor, probs.shape[1]
+    rows = probs[:, :, 0::f]
+    for i in range(1, f):
+        rows = rows + probs[:, :, i::f]
+    mean = rows[..., 0::f]
+    for j in range(1, f):
+        mean = mean + rows[..., j::f]
+    mean = mean / (f * f)
+    total = mean[:, 0]
+    for c in range(1, k):
+        total = total + mean[:, c]
+    small = mean / total.unsqueeze(1)
+    if not vote:
+        return (small,)
+    labels = [target[:, i::f, j::f].to(torch.int32) for i in range(f) for j in range(f)]
+    best = None
+    for label in labels:
+        count = (label == labels[0]).to(torch.int32)
+        for other in labels[1:]:
+            count = count + (label == other).to(torch.int32)
+        key = count * k + (k - 1 - label)  # more votes first, then the lower class id
+        best = key if best is None else torch.maximum(best, key)
+    return small, (k - 1 - best % k).to(torch.int64)
 
 
 # last: `fused` imports this module; the class loop reads its limit when a kernel is traced

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lightning_segqa.functional import fused
+from lightning_segqa.functional import fused, kernels
 from lightning_segqa.functional._inputs import PreparedInputs
 
 
@@ -84,9 +84,9 @@ def downsample(prepared: PreparedInputs, factor: int, compile: bool | None = Non
     Args:
         prepared: checked inputs (see :func:`~lightning_segqa.functional._inputs.prepare_inputs`).
         factor: integer >= 1; 1 returns the input unchanged.
-        compile: mean-pool 2-D images by a power-of-two ``factor`` with a compiled one-pass
-            kernel (same values as ``avg_pool2d``; None: for large batches, see
-            :func:`~lightning_segqa.functional.fused.wanted`).
+        compile: pool 2-D images by a power-of-two ``factor`` (means and majority labels)
+            with one compiled kernel (the same values as without; None: for large batches,
+            see :func:`~lightning_segqa.functional.fused.wanted`).
 
     Returns:
         Inputs at the working resolution ``ceil(size / factor)`` per spatial dimension.
@@ -115,15 +115,18 @@ def downsample(prepared: PreparedInputs, factor: int, compile: bool | None = Non
     b, k = probs.shape[:2]
     nd = len(spatial)
     all_valid = prepared.all_valid and not any(pad)
-    if all_valid and nd in (2, 3):
-        small_valid = torch.ones(
-            b, *(size // factor for size in target.shape[1:]), dtype=torch.bool, device=target.device
-        )
-        small_probs = None
-        if nd == 2 and factor & (factor - 1) == 0 and fused.wanted(compile, probs) and fused.usable(probs):
-            small_probs = fused.block_mean(probs, factor)
-        if small_probs is None:
-            small_probs = (F.avg_pool2d if nd == 2 else F.avg_pool3d)(probs, factor)
+    small_target = None
+    if all_valid and nd == 2:
+        small_valid = torch.ones(b, *(size // factor for size in spatial), dtype=torch.bool, device=target.device)
+        pooled = None
+        if factor & (factor - 1) == 0 and fused.wanted(compile, probs) and fused.usable(probs):
+            pooled = fused.pool_vote(probs, target, factor)
+        if pooled is None:  # the compiled kernel's body, run eagerly: the same values
+            pooled = (kernels._pool_vote(probs, target, factor, False)[0], None)
+        small_probs, small_target = pooled
+    elif all_valid and nd == 3:
+        small_valid = torch.ones(b, *(size // factor for size in spatial), dtype=torch.bool, device=target.device)
+        small_probs = F.avg_pool3d(probs, factor)
         small_probs = small_probs / small_probs.sum(1, keepdim=True)
     else:
         vb = _blocks(valid, 1, factor)  # (B, *small, f^nd)
@@ -134,7 +137,8 @@ def downsample(prepared: PreparedInputs, factor: int, compile: bool | None = Non
         total = psum.sum(1, keepdim=True)
         small_probs = psum / total.clamp_min(torch.finfo(probs.dtype).tiny)
         small_probs = torch.where(counts.unsqueeze(1) > 0, small_probs, torch.full_like(small_probs, 1.0 / k))
-    small_target = majority_labels(target, None if all_valid else valid, factor, k)
+    if small_target is None:
+        small_target = majority_labels(target, None if all_valid else valid, factor, k)
     return PreparedInputs(
         probs=small_probs,
         target=small_target,
