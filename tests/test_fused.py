@@ -545,8 +545,10 @@ def test_fused_and_eager_checks_agree(factor, offset, pixel, label, fmt, ignore_
         torch.testing.assert_close(compiled, eager, atol=1e-6, rtol=0, equal_nan=True)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-@pytest.mark.parametrize(("factor", "shape"), [(2, (2, 3, 8, 8)), (4, (3, 3, 8, 8)), (8, (3, 2, 16, 32))])
+@pytest.mark.parametrize(
+    ("factor", "shape", "dtype"),
+    [(2, (2, 3, 8, 8), torch.float32), (4, (3, 3, 8, 8), torch.float32), (8, (3, 2, 16, 32), torch.float64)],
+)
 def test_pool_vote_equals_its_eager_body_avg_pool_and_the_majority(dtype, factor, shape):
     """The compiled pooling of ``downsample``: its eager body's bits, ``avg_pool2d`` to rounding, the majority vote."""
     g = torch.Generator().manual_seed(factor)
@@ -554,15 +556,21 @@ def test_pool_vote_equals_its_eager_body_avg_pool_and_the_majority(dtype, factor
     target = torch.randint(0, shape[1], (shape[0], *shape[2:]), generator=g)  # few classes: many tied blocks
     out = fused.pool_vote(probs, target, factor)
     assert out is not None and out[0].dtype == dtype
-    eager = kernels._pool_vote(probs, target, factor, factor <= 4)
+    eager = kernels._pool_vote(probs, target, factor, True)
     assert torch.equal(out[0], eager[0])
     ref = torch.nn.functional.avg_pool2d(probs, factor)
     torch.testing.assert_close(out[0], ref / ref.sum(1, keepdim=True), rtol=4 * torch.finfo(dtype).eps, atol=0)
-    if factor <= 4:
-        assert torch.equal(out[1], eager[1])
-        assert torch.equal(out[1], majority_labels(target, None, factor, shape[1]))
-    else:
-        assert out[1] is None  # factor**4 comparisons per block: the bincount vote serves
+    assert torch.equal(out[1], eager[1])
+    assert torch.equal(out[1], majority_labels(target, None, factor, shape[1]))
+
+
+def test_pool_vote_leaves_the_vote_of_many_classes_to_bincount():
+    """Above 63 classes (one bit each in an int64) the kernel pools only; ``downsample`` still votes."""
+    probs = torch.rand(2, 64, 4, 4, generator=torch.Generator().manual_seed(0)).softmax(1)
+    target = torch.arange(32).view(2, 4, 4) * 2  # classes up to 62 and the tie rule matter below
+    out = fused.pool_vote(probs, target, 2)
+    assert out is not None and out[1] is None
+    assert torch.equal(out[0], kernels._pool_vote(probs, target, 2, False)[0])
 
 
 @settings(max_examples=40, deadline=None)

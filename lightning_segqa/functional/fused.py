@@ -74,7 +74,7 @@ _OPTIONS = {
 _KERNEL_OPTIONS: dict[str, dict[str, object]] = {
     # store the row sums of each block (a vectorised pass over the probabilities) before the
     # column sums read them back: inlined, the whole pooling runs as scalar strided loads
-    "pool_vote": {"realize_reads_threshold": 1},
+    "pool_vote": {"realize_reads_threshold": 2},
 }
 
 
@@ -352,7 +352,8 @@ def pool_vote(probs: Tensor, target: Tensor, factor: int) -> tuple[Tensor, Tenso
 
     Returns:
         ``(B, K, H / factor, W / factor)`` block means divided by their sum over the classes,
-        and the ``(B, H / factor, W / factor)`` majority labels (None for ``factor > 4``: take
+        and the ``(B, H / factor, W / factor)`` majority labels (None above
+        :data:`~lightning_segqa.functional.kernels.VOTE_MAX_CLASSES` classes: take
         :func:`~lightning_segqa.functional.pooling.majority_labels`); None when the kernels
         cannot be compiled here.
 
@@ -362,7 +363,7 @@ def pool_vote(probs: Tensor, target: Tensor, factor: int) -> tuple[Tensor, Tenso
         >>> out is None or (out[0].flatten().tolist(), out[1].flatten().tolist()) == ([0.25, 0.75], [1])
         True
     """
-    vote = factor <= 4  # factor**4 label comparisons per block
+    vote = probs.shape[1] <= kernels.VOTE_MAX_CLASSES  # one bit per class in an int64
     out = _run("pool_vote", probs, target, factor, vote)
     if out is None:
         return None

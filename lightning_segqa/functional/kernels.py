@@ -123,16 +123,74 @@ def _weighted_sums(s: Tensor, valid: Tensor | None, neg_inv_t: float) -> tuple[T
     return (w * s).sum(-1), w.sum(-1)
 
 
+#: the vote of :func:`_pool_vote` keeps one bit per class in an int64
+VOTE_MAX_CLASSES = 63
+
+
+def _bit_add(a: list[Tensor], b: list[Tensor]) -> list[Tensor]:
+    """The sum of two bit-sliced counters (bit planes, lowest first): a ripple-carry adder, bit by bit."""
+    out, carry = [], None
+    for i in range(max(len(a), len(b))):
+        terms = [t for t in (a[i] if i < len(a) else None, b[i] if i < len(b) else None, carry) if t is not None]
+        if len(terms) == 1:
+            out.append(terms[0])
+            carry = None
+        elif len(terms) == 2:
+            out.append(terms[0] ^ terms[1])
+            carry = terms[0] & terms[1]
+        else:
+            x, y, c = terms
+            out.append(x ^ y ^ c)
+            carry = (x & y) | (c & (x ^ y))
+    return out if carry is None else [*out, carry]
+
+
+def _bit_sum(counters: list[list[Tensor]]) -> list[Tensor]:
+    """The sum of bit-sliced counters, added as a balanced tree."""
+    while len(counters) > 1:
+        pairs = [_bit_add(counters[i], counters[i + 1]) for i in range(0, len(counters) - 1, 2)]
+        counters = pairs + ([counters[-1]] if len(counters) % 2 else [])
+    return counters[0]
+
+
+def _majority(target: Tensor, factor: int) -> Tensor:
+    """Each block's most frequent label, ties to the lowest class id, in vectorised integer operations.
+
+    Bit ``c`` of a pixel's word is 1 when its label is ``c``. The words of a block are added as
+    bit-sliced counters, one count per class in each bit position: first down the rows of each
+    column (contiguous loads), then across the columns. From the highest count bit down, the
+    classes whose count has that bit are kept where any has it; what remains are the classes
+    of the largest count, and the lowest set bit is the label.
+    """
+    f = factor
+    word = torch.bitwise_left_shift(torch.ones_like(target), target)  # int64, labels < VOTE_MAX_CLASSES
+    rows = _bit_sum([[word[:, i::f]] for i in range(f)])
+    planes = _bit_sum([[plane[..., j::f] for plane in rows] for j in range(f)])
+    present = planes[0]
+    for plane in planes[1:]:
+        present = present | plane
+    keep = present
+    for plane in reversed(planes):
+        both = keep & plane
+        keep = torch.where(both != 0, both, keep)
+    low = keep & -keep  # the lowest class among the largest counts
+    label = torch.zeros_like(low)
+    for shift in (32, 16, 8, 4, 2, 1):  # its bit position, by halving
+        above = (low & ((1 << shift) - 1)) == 0
+        label = label + torch.where(above, shift, 0)
+        low = torch.where(above, low >> shift, low)
+    return label
+
+
 def _pool_vote(probs: Tensor, target: Tensor, factor: int, vote: bool) -> tuple[Tensor, ...]:
     """Block means of ``(B, K, H, W)`` probabilities, renormalised, and (``vote``) each block's majority label.
 
     A fixed sequence of elementwise operations, so the compiled kernel and this eager body give
     the same bits: the sums run over the rows of a block first (contiguous, vectorised), then
     over its columns; the division by ``factor**2`` is exact for a power of two; each block's
-    means are divided by their sum over the classes, added in class order. The vote counts, for
-    each of the ``factor**2`` pixels of a block, how many of them share its label, and keeps the
-    most frequent label, the lowest class id among ties (that of
-    :func:`~lightning_segqa.functional.pooling.majority_labels`).
+    means are divided by their sum over the classes, added in class order. The vote
+    (:func:`_majority`, at most :data:`VOTE_MAX_CLASSES` classes) equals that of
+    :func:`~lightning_segqa.functional.pooling.majority_labels`.
     """
     f, k = factor, probs.shape[1]
     rows = probs[:, :, 0::f]
@@ -146,17 +204,7 @@ def _pool_vote(probs: Tensor, target: Tensor, factor: int, vote: bool) -> tuple[
     for c in range(1, k):
         total = total + mean[:, c]
     small = mean / total.unsqueeze(1)
-    if not vote:
-        return (small,)
-    labels = [target[:, i::f, j::f].to(torch.int32) for i in range(f) for j in range(f)]
-    best = None
-    for label in labels:
-        count = (label == labels[0]).to(torch.int32)
-        for other in labels[1:]:
-            count = count + (label == other).to(torch.int32)
-        key = count * k + (k - 1 - label)  # more votes first, then the lower class id
-        best = key if best is None else torch.maximum(best, key)
-    return small, (k - 1 - best % k).to(torch.int64)
+    return (small, _majority(target, f)) if vote else (small,)
 
 
 # last: `fused` imports this module; the class loop reads its limit when a kernel is traced

@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs
+from lightning_segqa.functional import fused
 from lightning_segqa.functional.confident import checked_pixel_pass
 from lightning_segqa.functional.local import checked_local_scores, local_scores
 from lightning_segqa.functional.pixel import PixelPass, pixel_pass
@@ -160,7 +161,10 @@ class BatchPass:
         if self.settings.downsample == 1:
             return self.full
         compile = self.settings.compile
-        return pixel_pass(_downsample(self.prepared, self.settings.downsample, compile), compile)
+        small = _downsample(self.prepared, self.settings.downsample, compile)
+        # the batch decides, not its smaller copy: a batch large enough to compile at full
+        # resolution is scored by the compiled kernels at the working resolution too
+        return pixel_pass(small, fused.wanted(compile, self.prepared.probs))
 
     @cached_property
     def num_valid(self) -> Tensor:
