@@ -17,8 +17,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs
 from lightning_segqa.functional import fused
+from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs
 from lightning_segqa.functional.confident import checked_pixel_pass
 from lightning_segqa.functional.local import checked_local_scores, local_scores
 from lightning_segqa.functional.pixel import PixelPass, pixel_pass
