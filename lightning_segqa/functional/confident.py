@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from lightning_segqa.functional import fused
 from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs, prepare_with_pass
 from lightning_segqa.functional.kernels import LOW_S  # above any mispredicted pixel's s (see the docstring)
 from lightning_segqa.functional.pixel import PixelPass, pixel_pass
@@ -229,7 +230,13 @@ def _pass_and_issues(
 
 
 def checked_pixel_pass(
-    preds: Tensor, target: Tensor, downsample: int = 1, *, compile: bool | None = None, **checks: object
+    preds: Tensor,
+    target: Tensor,
+    downsample: int = 1,
+    *,
+    compile: bool | None = None,
+    temperature: float | None = None,
+    **checks: object,
 ) -> tuple[PreparedInputs, PixelPass]:
     """Prepare one batch and make its pixel pass at the working resolution.
 
@@ -242,6 +249,8 @@ def checked_pixel_pass(
         downsample: block size of the working resolution.
         compile: use the compiled one-pass kernels (None: for large batches; see
             :func:`~lightning_segqa.functional.fused.wanted`).
+        temperature: at ``downsample=1``, also take the softmin's sums at this temperature in
+            the compiled pass (see :meth:`.PixelPass.checked`).
         checks: ``num_classes``, ``ignore_index``, ``input_format``, ``validate_args`` of
             :func:`~lightning_segqa.functional._inputs.prepare_inputs`.
 
@@ -256,10 +265,11 @@ def checked_pixel_pass(
     """
     if downsample != 1:
         prepared = prepare_inputs(preds, target, compile=compile, **checks)  # type: ignore[arg-type]
-        return prepared, pixel_pass(_downsample(prepared, downsample, compile), compile)
+        small = _downsample(prepared, downsample, compile)
+        return prepared, pixel_pass(small, fused.wanted(compile, prepared.probs))  # the batch decides
 
     def first_pass(candidate: PreparedInputs) -> tuple[PixelPass, Tensor] | None:
-        pp = PixelPass.checked(candidate, compile)
+        pp = PixelPass.checked(candidate, compile, temperature)
         return None if pp is None or pp.stats is None else (pp, pp.stats)
 
     prepared, pp = prepare_with_pass(preds, target, first_pass, compile=compile, **checks)  # type: ignore[arg-type]

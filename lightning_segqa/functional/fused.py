@@ -250,6 +250,7 @@ def pixel_core(
     labels_checked: bool = True,
     check: bool = False,
     low: bool = False,
+    temperature: float | None = None,
 ) -> tuple[tuple[Tensor, ...], Tensor | None] | None:
     """``s``, the mispredicted pixels and each pixel's confusion cell, in one pass.
 
@@ -265,13 +266,16 @@ def pixel_core(
         labels_checked: as :func:`label_sums`.
         check: as :func:`label_sums`.
         low: also return confident learning's low-confidence pixels (same pass).
+        temperature: also return the softmin's sums at this temperature, as
+            :func:`weighted_sums` (``1 / temperature <= MAX_INV_T``).
 
     Returns:
         ``((s, wrong, cell), stats)``: ``s`` ``(B, P)`` (0 at ignored pixels); ``wrong``
         ``(B, P)`` int32, 1 at the valid pixels whose annotated class is not the most probable,
         else 0; ``cell`` ``(B, P)`` int32; ``stats`` None without ``check``. With ``low``, two
         more after ``cell``: ``(B, P)`` int32, 1 at the valid, correctly classified pixels with
-        ``s <= LOW_S``, and their ``(B,)`` int64 count per image. None where compiling fails.
+        ``s <= LOW_S``, and their ``(B,)`` int64 count per image. With ``temperature``, the two
+        ``(B,)`` sums of :func:`weighted_sums` last. None where compiling fails.
 
     Raises:
         ValueError: ``labels_checked=False``, ``check=False`` and a class id lies outside ``[0, K)``.
@@ -288,11 +292,13 @@ def pixel_core(
         lmin, lmax = torch.aminmax(target)
         if int(lmin) < 0 or int(lmax) >= flat.shape[1]:
             _refuse_labels(target, flat.shape[1])
-    out = _run("pixel_core", flat, target, valid, check)
+    neg_inv_t = None if temperature is None else -1.0 / temperature
+    out = _run("pixel_core", flat, target, valid, check, neg_inv_t)
     if out is None:
         return None
-    core, stats = _split_stats(out, 5)
-    return (core if low else core[:3]), stats
+    core, stats = _split_stats(out, 5 if temperature is None else 7)
+    sums = core[5:]
+    return (core[:5] if low else core[:3]) + sums, stats
 
 
 def value_stats(flat: Tensor, target: Tensor, valid: Tensor | None) -> Tensor | None:

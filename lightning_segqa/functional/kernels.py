@@ -86,7 +86,9 @@ def _label_sums(
     return out + _stats(per_pixel, target, valid, k) if check else out
 
 
-def _pixel_core(flat: Tensor, target: Tensor, valid: Tensor | None, check: bool) -> tuple[Tensor, ...]:
+def _pixel_core(
+    flat: Tensor, target: Tensor, valid: Tensor | None, check: bool, neg_inv_t: float | None = None
+) -> tuple[Tensor, ...]:
     b, k = flat.shape[:2]
     t32 = target.clamp(0, k - 1).to(torch.int32)
     per_pixel = _class_loop(flat, t32, True, check)
@@ -107,6 +109,11 @@ def _pixel_core(flat: Tensor, target: Tensor, valid: Tensor | None, check: bool)
     offset = torch.arange(b, device=flat.device, dtype=torch.int32).unsqueeze(1) * (k * k + 1)
     # the flags as int32: storing a bool per pixel costs inductor's CPU code more than the rest of the pass
     out = (s, wrong.to(torch.int32), offset + cell, low.to(torch.int32), low.sum(-1))
+    if neg_inv_t is not None:  # the softmin's two sums (as `_weighted_sums`), while `s` is at hand
+        w = torch.exp(s * neg_inv_t)
+        if valid is not None:
+            w = torch.where(valid, w, 0)
+        out += ((w * s).sum(-1), w.sum(-1))
     return out + _stats(per_pixel, target, valid, k) if check else out
 
 

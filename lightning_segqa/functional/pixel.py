@@ -190,12 +190,18 @@ class PixelPass:
         self._wrong_flags: Tensor | None = None
         self.low_flags: Tensor | None = None
         self.low_counts: Tensor | None = None
+        #: (temperature, sum w*s, sum w) of the softmin, where the compiled pass took them
+        self._softmin_sums: tuple[float, Tensor, Tensor] | None = None
 
-    def _adopt(self, core: tuple[Tensor, ...]) -> None:
-        self.s, self._wrong_flags, self._cell, self.low_flags, self.low_counts = core
+    def _adopt(self, core: tuple[Tensor, ...], temperature: float | None = None) -> None:
+        self.s, self._wrong_flags, self._cell, self.low_flags, self.low_counts = core[:5]
+        if temperature is not None:  # the softmin's sums, read in the same pass
+            self._softmin_sums = (temperature, core[5], core[6])
 
     @classmethod
-    def checked(cls, prepared: PreparedInputs, compile: bool | None = None) -> PixelPass | None:
+    def checked(
+        cls, prepared: PreparedInputs, compile: bool | None = None, temperature: float | None = None
+    ) -> PixelPass | None:
         """The compiled pass together with the value statistics of the checks (``stats``).
 
         Its class ids need not be checked yet (they are clamped, and their range is in
@@ -204,6 +210,8 @@ class PixelPass:
         Args:
             prepared: the inputs, values not yet checked.
             compile: as :class:`PixelPass`.
+            temperature: also take the softmin's sums at this temperature in the same pass
+                (:meth:`softmin` then reads them).
 
         Returns:
             The pass, or None where the compiled kernel does not serve (nothing is read then).
@@ -219,10 +227,13 @@ class PixelPass:
         pp._setup(prepared, compile)
         if not (pp.compiled and fused.usable(pp._flat, cells=True)):
             return None
-        core = fused.pixel_core(pp._flat, pp.target, pp.valid, prepared.labels_checked, check=True, low=True)
+        if temperature is not None and not fused.usable(pp._flat, temperature):
+            temperature = None
+        kwargs = {"check": True, "low": True, "temperature": temperature}
+        core = fused.pixel_core(pp._flat, pp.target, pp.valid, prepared.labels_checked, **kwargs)
         if core is None:
             return None
-        pp._adopt(core[0])
+        pp._adopt(core[0], temperature)
         pp.stats = core[1]
         return pp
 
@@ -235,6 +246,9 @@ class PixelPass:
             >>> pp.softmin(0.1)
             tensor([0.2006])
         """
+        sums = self._softmin_sums
+        if sums is not None and sums[0] == temperature:
+            return sums[1] / sums[2]
         if self.compiled and fused.usable(self._flat, temperature):
             out = torch.empty(self.s.shape[0], dtype=self.s.dtype, device=self.s.device)
             for i, j in _image_chunks(*self.s.shape):  # the kernel's temporaries stay small

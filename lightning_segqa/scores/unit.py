@@ -215,7 +215,9 @@ def read_batch(
     if isinstance(preds, Tensor) and preds.numel() == 0:  # nothing to read: checks only
         return BatchPass(prepare_inputs(preds, target, compile=compile, **checks), settings)  # type: ignore[arg-type]
     if pixels or "pixels" in reads or ("working" in reads and settings.downsample == 1):
-        prepared, pp = checked_pixel_pass(preds, target, 1, compile=compile, **checks)
+        # the softmin's sums ride on the compiled pass (an `exp` per pixel, the values already read)
+        kwargs = {"compile": compile, "temperature": settings.temperature}
+        prepared, pp = checked_pixel_pass(preds, target, 1, **kwargs, **checks)  # type: ignore[arg-type]
         return BatchPass(prepared, settings, full=pp)
     if "label" in reads:
         names = [m.name for m in methods if m.reads == "label"]
