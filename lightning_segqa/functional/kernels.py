@@ -1,7 +1,8 @@
 """The bodies of the compiled one-pass kernels (:mod:`~lightning_segqa.functional.fused` runs them).
 
-Each body is plain PyTorch over a batch flattened to ``(B, K, P)``: what it computes, per pixel
-and per image, in one loop over each pixel's classes. :mod:`~lightning_segqa.functional.fused`
+Each body is plain PyTorch over a batch flattened to ``(B, K, P)`` (the pooling's over
+``(B, K, H, W)``): what it computes, per pixel and per image, in one loop over each pixel's
+classes. :mod:`~lightning_segqa.functional.fused`
 compiles them, decides when they serve and wraps their results.
 """
 
