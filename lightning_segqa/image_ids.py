@@ -10,6 +10,8 @@ import torch
 from torch import Tensor
 from torchmetrics.utilities import rank_zero_warn
 
+from lightning_segqa.functional.kernels import fingerprint_weights
+
 __all__ = ["check_indexes", "decode_names", "encode_names", "mask_fingerprint", "warn_conflicting_repeats"]
 
 
@@ -85,8 +87,16 @@ def decode_names(blob: Tensor, n: int, keep: Tensor) -> list[str] | None:
     return [parts[p].decode("utf-8", errors="surrogatepass") for p in keep.tolist()]
 
 
-def mask_fingerprint(target: Tensor) -> Tensor:
-    """A cheap int64 hash of each given mask (position-weighted sum of class ids), to spot repeats that differ.
+def mask_fingerprint(target: Tensor, valid: Tensor | None = None) -> Tensor:
+    """A cheap int64 hash of each given mask, to spot repeats that differ.
+
+    ``sum((class id + 1) * weight)`` over the valid pixels, with the position weights of
+    :func:`~lightning_segqa.functional.kernels.fingerprint_weights` (exact integers: the
+    compiled pixel pass gives the same values).
+
+    Args:
+        target: ``(B, *spatial)`` class ids (0 at ignored pixels).
+        valid: same shape, bool (None: every pixel is valid).
 
     Examples:
         >>> masks = torch.tensor([[[0, 1]], [[1, 0]], [[0, 1]]])
@@ -95,15 +105,14 @@ def mask_fingerprint(target: Tensor) -> Tensor:
         (True, False)
     """
     flat = target.reshape(target.shape[0], -1)
-    weights = _fingerprint_weights(flat.shape[1], flat.device)
-    return (flat * weights).sum(1, dtype=torch.long) + weights.sum()  # = sum((class id + 1) * weight)
+    labels = flat + 1 if valid is None else torch.where(valid.reshape(flat.shape), flat + 1, 0)
+    return (labels * _fingerprint_weights(flat.shape[1], flat.device)).sum(1, dtype=torch.long)
 
 
 @functools.lru_cache(maxsize=8)
 def _fingerprint_weights(num_pixels: int, device: torch.device) -> Tensor:
     """The per-position weights of :func:`mask_fingerprint` (made once per image size and device)."""
-    pos = torch.arange(num_pixels, device=device, dtype=torch.long)
-    return (pos * 2654435761 + 97) % 1000003 + 1
+    return fingerprint_weights(torch.arange(num_pixels, device=device, dtype=torch.long))
 
 
 def warn_conflicting_repeats(fingerprints_by_index: Tensor, first: Tensor) -> None:

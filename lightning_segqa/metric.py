@@ -253,7 +253,11 @@ class LabelQuality(Metric):
                 raise ValueError(f"`is_mislabeled` must have shape ({b},), got {tuple(truth_t.shape)}.")
             truth = truth_t.to(device=self.device, dtype=torch.float32)
         new: dict[str, Tensor] = {"indexes": idx, "is_mislabeled": truth, "names": name_bytes}
-        new["mask_fingerprint"] = mask_fingerprint(torch.as_tensor(target)).to(self.device)
+        fingerprint = batch.full.fingerprint  # taken by the compiled pass, else here (same values)
+        if fingerprint is None:
+            prepared = batch.prepared
+            fingerprint = mask_fingerprint(prepared.target, None if prepared.all_valid else prepared.valid)
+        new["mask_fingerprint"] = fingerprint.to(self.device)
         new[NUM_VALID] = batch.num_valid
         for unit in units:
             out = unit.update(batch, settings)

@@ -60,7 +60,8 @@ def test_pixel_core_matches_brute_force(compiled_calls):
     for probs, target in [tied_case(), random_case(11, n=3, k=6, h=7, w=9)]:
         b, k = probs.shape[:2]
         flat, t = probs.reshape(b, k, -1), target.reshape(b, -1)
-        (s, wrong, cell), stats = fused.pixel_core(flat, t, None)
+        core, stats = fused.pixel_core(flat, t, None)
+        s, wrong, cell = core.s, core.wrong, core.cell
         assert stats is None
         for i in range(b):
             for j in range(flat.shape[2]):
@@ -587,3 +588,44 @@ def test_compiled_vote_equals_a_brute_force_vote(seed, factor, b):
             for c in range(8 // factor):
                 block = target[i, r * factor : (r + 1) * factor, c * factor : (c + 1) * factor].flatten()
                 assert int(out[1][i, r, c]) == int(torch.bincount(block, minlength=3).argmax())
+
+
+def test_the_compiled_pass_takes_each_masks_fingerprint():
+    """The pass's fingerprints equal ``mask_fingerprint`` and a brute-force sum; ignored pixels count 0."""
+    from lightning_segqa.functional.kernels import fingerprint_weights
+    from lightning_segqa.image_ids import mask_fingerprint
+
+    probs, target = random_case(12, n=3, k=4, h=6, w=5)
+    target[1, 0, :3] = 255
+    target[2] = target[0]  # the same mask twice
+    prepared = prepare_inputs(probs, target, ignore_index=255)
+    pp = PixelPass(prepared, compile=True)
+    assert pp.fingerprint is not None
+    assert torch.equal(pp.fingerprint, mask_fingerprint(prepared.target, prepared.valid))
+    weights = fingerprint_weights(torch.arange(30)).tolist()
+    for i, mask in enumerate(target.reshape(3, -1).tolist()):
+        assert int(pp.fingerprint[i]) == sum((c + 1) * w for c, w in zip(mask, weights, strict=True) if c != 255)
+    assert pp.fingerprint[0] == pp.fingerprint[2] != pp.fingerprint[1]
+    changed = target.clone()
+    changed[0, 0, 0] = (changed[0, 0, 0] + 1) % 4
+    again = PixelPass(prepare_inputs(probs, changed, ignore_index=255), compile=True).fingerprint
+    assert again[0] != pp.fingerprint[0] and again[1] == pp.fingerprint[1]
+
+
+def test_a_repeat_scored_once_eagerly_and_once_compiled_keeps_its_fingerprint(compiled_calls):
+    """The eager and the compiled fingerprint of a mask agree: an identical repeat stays silent."""
+    probs, target = random_case(13, n=4, k=3, h=8, w=8)
+    target[0, :2] = 255
+    metric = LabelQuality(3, methods=["softmin"], ignore_index=255, compile=False)
+    metric.update(probs, target, torch.arange(4))
+    metric.compiled_kernels = True  # the same metric, the next batch through the compiled pass
+    metric.update(probs[:2], target[:2], torch.arange(2))
+    assert compiled_calls == {"pixel_core": 1}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        metric.compute()
+    changed = target[:1].clone()
+    changed[0, 5, 5] = (changed[0, 5, 5] + 1) % 3
+    metric.update(probs[:1], changed, torch.arange(1))
+    with pytest.warns(UserWarning, match=r"^1 dataset index\(es\) were given more than once with different masks"):
+        metric.compute()

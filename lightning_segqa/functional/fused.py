@@ -41,6 +41,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -243,21 +244,46 @@ def label_sums(
     return (num, den, total), stats
 
 
+class PixelCore(NamedTuple):
+    """What :func:`pixel_core` reads from one batch in one pass.
+
+    Attributes:
+        s: ``(B, P)`` probability of the annotated class (0 at ignored pixels).
+        wrong: ``(B, P)`` int32, 1 at the valid pixels whose annotated class is not the most
+            probable, else 0.
+        cell: ``(B, P)`` int32 confusion cell of each pixel (see :func:`pixel_core`).
+        low: ``(B, P)`` int32, 1 at the valid, correctly classified pixels with ``s <= LOW_S``.
+        low_counts: ``(B,)`` int64 count of those per image.
+        fingerprint: ``(B,)`` int64 fingerprint of each mask (see
+            :func:`~lightning_segqa.functional.kernels.fingerprint_weights`).
+        softmin_sums: the two ``(B,)`` sums of :func:`weighted_sums` at the temperature given,
+            else None.
+    """
+
+    s: Tensor
+    wrong: Tensor
+    cell: Tensor
+    low: Tensor
+    low_counts: Tensor
+    fingerprint: Tensor
+    softmin_sums: tuple[Tensor, Tensor] | None
+
+
 def pixel_core(
     flat: Tensor,
     target: Tensor,
     valid: Tensor | None,
     labels_checked: bool = True,
     check: bool = False,
-    low: bool = False,
     temperature: float | None = None,
-) -> tuple[tuple[Tensor, ...], Tensor | None] | None:
+) -> tuple[PixelCore, Tensor | None] | None:
     """``s``, the mispredicted pixels and each pixel's confusion cell, in one pass.
 
     The cell of a valid pixel is ``b * (K*K + 1) + target * K + pred``, where ``pred`` is the
     annotation when it is among the most probable classes, else the first most probable class;
     an ignored pixel gets ``b * (K*K + 1) + K*K``. A ``bincount`` of the cells is every image's
-    confusion matrix. Needs ``B * (K*K + 1) <= MAX_CELLS`` (see :func:`usable`).
+    confusion matrix. Needs ``B * (K*K + 1) <= MAX_CELLS`` (see :func:`usable`). The same pass
+    marks confident learning's low-confidence pixels and takes each mask's fingerprint.
 
     Args:
         flat: ``(B, K, P)`` probabilities (float32 or float64).
@@ -265,17 +291,12 @@ def pixel_core(
         valid: ``(B, P)`` bool, or None when every pixel counts.
         labels_checked: as :func:`label_sums`.
         check: as :func:`label_sums`.
-        low: also return confident learning's low-confidence pixels (same pass).
-        temperature: also return the softmin's sums at this temperature, as
-            :func:`weighted_sums` (``1 / temperature <= MAX_INV_T``).
+        temperature: also take the softmin's sums at this temperature, as :func:`weighted_sums`
+            (``1 / temperature <= MAX_INV_T``).
 
     Returns:
-        ``((s, wrong, cell), stats)``: ``s`` ``(B, P)`` (0 at ignored pixels); ``wrong``
-        ``(B, P)`` int32, 1 at the valid pixels whose annotated class is not the most probable,
-        else 0; ``cell`` ``(B, P)`` int32; ``stats`` None without ``check``. With ``low``, two
-        more after ``cell``: ``(B, P)`` int32, 1 at the valid, correctly classified pixels with
-        ``s <= LOW_S``, and their ``(B,)`` int64 count per image. With ``temperature``, the two
-        ``(B,)`` sums of :func:`weighted_sums` last. None where compiling fails.
+        ``(core, stats)``: the :class:`PixelCore` and the value statistics (None without
+        ``check``); None where compiling fails.
 
     Raises:
         ValueError: ``labels_checked=False``, ``check=False`` and a class id lies outside ``[0, K)``.
@@ -296,9 +317,9 @@ def pixel_core(
     out = _run("pixel_core", flat, target, valid, check, neg_inv_t)
     if out is None:
         return None
-    core, stats = _split_stats(out, 5 if temperature is None else 7)
-    sums = core[5:]
-    return (core[:5] if low else core[:3]) + sums, stats
+    core, stats = _split_stats(out, 6 if temperature is None else 8)
+    sums = None if temperature is None else (core[6], core[7])
+    return PixelCore(*core[:6], softmin_sums=sums), stats
 
 
 def value_stats(flat: Tensor, target: Tensor, valid: Tensor | None) -> Tensor | None:

@@ -87,6 +87,20 @@ def _label_sums(
     return out + _stats(per_pixel, target, valid, k) if check else out
 
 
+def fingerprint_weights(position: Tensor) -> Tensor:
+    """The weight of each pixel position in a mask's fingerprint: a multiplicative hash in ``[1, 2**20]``.
+
+    The fingerprint of a mask is ``sum((class id + 1) * weight)`` over its valid pixels (int64,
+    exact): :func:`~lightning_segqa.image_ids.mask_fingerprint` eagerly, the compiled pixel pass
+    in the same read as the scores.
+
+    Examples:
+        >>> fingerprint_weights(torch.arange(4)).tolist()
+        [1, 247536, 495071, 742606]
+    """
+    return ((position * 2654435761) >> 11 & 0xFFFFF) + 1
+
+
 def _pixel_core(
     flat: Tensor, target: Tensor, valid: Tensor | None, check: bool, neg_inv_t: float | None = None
 ) -> tuple[Tensor, ...]:
@@ -108,8 +122,12 @@ def _pixel_core(
         s = torch.where(valid, s, 0)
         cell = torch.where(valid, cell, k * k)
     offset = torch.arange(b, device=flat.device, dtype=torch.int32).unsqueeze(1) * (k * k + 1)
+    # the mask's fingerprint, while its labels are at hand (see `fingerprint_weights`)
+    labels = target + 1 if valid is None else torch.where(valid, target + 1, 0)
+    weights = fingerprint_weights(torch.arange(target.shape[1], device=target.device, dtype=torch.int64))
+    fingerprint = (labels * weights).sum(-1)
     # the flags as int32: storing a bool per pixel costs inductor's CPU code more than the rest of the pass
-    out = (s, wrong.to(torch.int32), offset + cell, low.to(torch.int32), low.sum(-1))
+    out = (s, wrong.to(torch.int32), offset + cell, low.to(torch.int32), low.sum(-1), fingerprint)
     if neg_inv_t is not None:  # the softmin's two sums (as `_weighted_sums`), while `s` is at hand
         w = torch.exp(s * neg_inv_t)
         if valid is not None:

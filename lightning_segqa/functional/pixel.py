@@ -159,7 +159,7 @@ class PixelPass:
         self._setup(prepared, compile)
         core = None
         if self.compiled and fused.usable(self._flat, cells=True):
-            core = fused.pixel_core(self._flat, self.target, self.valid, prepared.labels_checked, low=True)
+            core = fused.pixel_core(self._flat, self.target, self.valid, prepared.labels_checked)
         if core is not None:
             self._adopt(core[0])
             return
@@ -192,11 +192,15 @@ class PixelPass:
         self.low_counts: Tensor | None = None
         #: (temperature, sum w*s, sum w) of the softmin, where the compiled pass took them
         self._softmin_sums: tuple[float, Tensor, Tensor] | None = None
+        #: ``(B,)`` mask fingerprints, where the compiled pass took them
+        #: (:func:`~lightning_segqa.image_ids.mask_fingerprint` gives the same values)
+        self.fingerprint: Tensor | None = None
 
-    def _adopt(self, core: tuple[Tensor, ...], temperature: float | None = None) -> None:
+    def _adopt(self, core: fused.PixelCore, temperature: float | None = None) -> None:
         self.s, self._wrong_flags, self._cell, self.low_flags, self.low_counts = core[:5]
-        if temperature is not None:  # the softmin's sums, read in the same pass
-            self._softmin_sums = (temperature, core[5], core[6])
+        self.fingerprint = core.fingerprint
+        if core.softmin_sums is not None:  # read in the same pass
+            self._softmin_sums = (temperature, *core.softmin_sums)
 
     @classmethod
     def checked(
@@ -229,7 +233,7 @@ class PixelPass:
             return None
         if temperature is not None and not fused.usable(pp._flat, temperature):
             temperature = None
-        kwargs = {"check": True, "low": True, "temperature": temperature}
+        kwargs = {"check": True, "temperature": temperature}
         core = fused.pixel_core(pp._flat, pp.target, pp.valid, prepared.labels_checked, **kwargs)
         if core is None:
             return None
