@@ -37,11 +37,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from lightning_segqa.functional import fused
 from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs, prepare_with_pass
 from lightning_segqa.functional.kernels import LOW_S  # above any mispredicted pixel's s (see the docstring)
 from lightning_segqa.functional.pixel import PixelPass, pixel_pass
-from lightning_segqa.functional.pooling import downsample as _downsample
+from lightning_segqa.functional.pooling import working_pass
 from lightning_segqa.functional.selection import _kth_smallest_of
 
 THRESHOLD_LOWER_BOUND = 2e-6
@@ -265,8 +264,7 @@ def checked_pixel_pass(
     """
     if downsample != 1:
         prepared = prepare_inputs(preds, target, compile=compile, **checks)  # type: ignore[arg-type]
-        small = _downsample(prepared, downsample, compile)
-        return prepared, pixel_pass(small, fused.wanted(compile, prepared.probs))  # the batch decides
+        return prepared, working_pass(prepared, downsample, compile)
 
     def first_pass(candidate: PreparedInputs) -> tuple[PixelPass, Tensor] | None:
         pp = PixelPass.checked(candidate, compile, temperature)

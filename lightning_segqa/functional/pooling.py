@@ -21,6 +21,7 @@ from torch import Tensor
 
 from lightning_segqa.functional import fused, kernels
 from lightning_segqa.functional._inputs import PreparedInputs
+from lightning_segqa.functional.pixel import PixelPass, pixel_pass
 
 
 @functools.lru_cache(maxsize=8)
@@ -146,3 +147,26 @@ def downsample(prepared: PreparedInputs, factor: int, compile: bool | None = Non
         all_valid=all_valid,
         labels_checked=prepared.labels_checked,
     )
+
+
+def working_pass(prepared: PreparedInputs, factor: int, compile: bool | None = None) -> PixelPass:
+    """The pixel pass at the working resolution: the inputs pooled by ``factor``, then read once.
+
+    Whether it runs compiled is decided on the whole batch, not on its smaller copy: a batch
+    large enough to compile at full resolution is compiled at the working resolution too.
+
+    Args:
+        prepared: checked inputs at full resolution.
+        factor: block size (1: the full resolution).
+        compile: as :func:`downsample`.
+
+    Examples:
+        >>> import torch
+        >>> from lightning_segqa.functional._inputs import prepare_inputs
+        >>> probs = torch.tensor([[[[1.0, 0.0], [0.0, 0.0]], [[0.0, 1.0], [1.0, 1.0]]]])
+        >>> working_pass(prepare_inputs(probs, torch.tensor([[[0, 1], [1, 1]]])), 2).s
+        tensor([[0.7500]])
+    """
+    if factor == 1:
+        return pixel_pass(prepared, compile)
+    return pixel_pass(downsample(prepared, factor, compile), fused.wanted(compile, prepared.probs))

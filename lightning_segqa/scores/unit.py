@@ -17,12 +17,11 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from lightning_segqa.functional import fused
 from lightning_segqa.functional._inputs import PreparedInputs, prepare_inputs
 from lightning_segqa.functional.confident import checked_pixel_pass
 from lightning_segqa.functional.local import checked_local_scores, local_scores
 from lightning_segqa.functional.pixel import PixelPass, pixel_pass
-from lightning_segqa.functional.pooling import downsample as _downsample
+from lightning_segqa.functional.pooling import working_pass
 from lightning_segqa.functional.thresholded import DEFAULT_THRESHOLDS, threshold_grid
 
 __all__ = [
@@ -160,11 +159,7 @@ class BatchPass:
         """The pixel pass at the working resolution (the full one at ``downsample=1``)."""
         if self.settings.downsample == 1:
             return self.full
-        compile = self.settings.compile
-        small = _downsample(self.prepared, self.settings.downsample, compile)
-        # the batch decides, not its smaller copy: a batch large enough to compile at full
-        # resolution is scored by the compiled kernels at the working resolution too
-        return pixel_pass(small, fused.wanted(compile, self.prepared.probs))
+        return working_pass(self.prepared, self.settings.downsample, self.settings.compile)
 
     @cached_property
     def num_valid(self) -> Tensor:
